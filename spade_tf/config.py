@@ -1,0 +1,452 @@
+"""Configuration: frozen dataclasses, strict YAML loading and ``key=value`` overrides.
+
+Defaults of the dataclasses are the official NVlabs/SPADE option defaults (``base_options.py`` /
+``train_options.py``); the dataset presets in ``configs/*.yaml`` list only what the official
+dataset modes change (spec §9). Every field names the official option it stands for.
+
+Loading is strict: an unknown key, a value of the wrong type, or an enum value that is not
+allowed is a ``ValueError`` that names the file (or override) and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+
+class StrEnum(str, enum.Enum):
+    """A string enum whose invalid values raise a ``ValueError`` listing the allowed ones."""
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "") -> "StrEnum":
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if value == member.value:
+                return member
+        allowed = ", ".join(repr(m.value) for m in cls)
+        loc = f"{where}: " if where else ""
+        raise ValueError(f"{loc}invalid value {value!r}; allowed values: {allowed}")
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Upsampling(StrEnum):
+    """``--num_upsampling_layers``: 5, 6 or 7 doublings from the latent map to the output."""
+
+    NORMAL = "normal"
+    MORE = "more"
+    MOST = "most"
+
+
+class SpadeNorm(StrEnum):
+    """Parameter-free normalization inside SPADE (the middle of ``--norm_G``)."""
+
+    SYNC_BATCH = "sync_batch"  # spadesyncbatch3x3 (official default)
+    BATCH = "batch"  # spadebatch3x3
+    INSTANCE = "instance"  # spadeinstance3x3
+
+
+class LayerNorm(StrEnum):
+    """Normalization after a spectral-norm conv in D and E (``--norm_D``/``--norm_E`` minus 'spectral')."""
+
+    INSTANCE = "instance"
+    BATCH = "batch"
+    SYNC_BATCH = "sync_batch"
+    NONE = "none"  # the conv keeps its bias
+
+
+class InitType(StrEnum):
+    """``--init_type``."""
+
+    XAVIER = "xavier"
+    NORMAL = "normal"
+    XAVIER_UNIFORM = "xavier_uniform"
+    KAIMING = "kaiming"
+    ORTHOGONAL = "orthogonal"
+    NONE = "none"
+
+
+class GanMode(StrEnum):
+    """``--gan_mode``."""
+
+    HINGE = "hinge"
+    ORIGINAL = "original"
+    LS = "ls"
+    W = "w"
+
+
+class DatasetPreset(StrEnum):
+    """``--dataset_mode`` (``coco`` is called ``coco_stuff`` here)."""
+
+    ADE20K = "ade20k"
+    CITYSCAPES = "cityscapes"
+    COCO_STUFF = "coco_stuff"
+    FACADES = "facades"
+    CUSTOM = "custom"
+
+
+class Preprocess(StrEnum):
+    """``--preprocess_mode``."""
+
+    RESIZE_AND_CROP = "resize_and_crop"
+    CROP = "crop"
+    SCALE_WIDTH = "scale_width"
+    SCALE_WIDTH_AND_CROP = "scale_width_and_crop"
+    SCALE_SHORTSIDE = "scale_shortside"
+    SCALE_SHORTSIDE_AND_CROP = "scale_shortside_and_crop"
+    FIXED = "fixed"
+    NONE = "none"
+
+
+UPSAMPLING_LAYERS = {Upsampling.NORMAL: 5, Upsampling.MORE: 6, Upsampling.MOST: 7}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The networks (generator, discriminator, encoder)."""
+
+    num_classes: int = 182  # --label_nc: number of class ids in the label maps
+    contain_dontcare: bool = False  # --contain_dontcare_label: id 255 gets its own channel (index num_classes)
+    use_instance: bool = True  # not --no_instance: append the instance-edge channel
+    crop_size: int = 256  # --crop_size: output width
+    aspect_ratio: float = 1.0  # --aspect_ratio: width / height of the output
+    num_upsampling_layers: Upsampling = Upsampling.NORMAL  # --num_upsampling_layers
+    base_filters: int = 64  # --ngf: generator width (also the encoder's width, as in the reference)
+    disc_filters: int = 64  # --ndf: discriminator width
+    num_discriminators: int = 2  # --num_D: scales of the multiscale discriminator
+    disc_layers: int = 4  # --n_layers_D: strided convs per discriminator
+    generator_spectral: bool = True  # 'spectral' prefix of --norm_G: spectral norm on the res-block convs
+    spade_norm: SpadeNorm = SpadeNorm.SYNC_BATCH  # parameter-free norm of --norm_G (spadesyncbatch3x3)
+    spade_kernel_size: int = 3  # the KxK of --norm_G (spade...3x3)
+    spade_hidden_filters: int = 128  # nhidden, hard-coded to 128 in the reference
+    disc_spectral: bool = True  # 'spectral' prefix of --norm_D (the reference requires it)
+    disc_norm: LayerNorm = LayerNorm.INSTANCE  # --norm_D after 'spectral' (spectralinstance)
+    encoder_spectral: bool = True  # 'spectral' prefix of --norm_E
+    encoder_norm: LayerNorm = LayerNorm.INSTANCE  # --norm_E after 'spectral' (spectralinstance)
+    use_vae: bool = False  # --use_vae: generator starts from z, with the ConvEncoder
+    z_dim: int = 256  # --z_dim: latent size (the reference's encoder hard-codes 256)
+    init_type: InitType = InitType.XAVIER  # --init_type
+    init_gain: float = 0.02  # --init_variance: the gain of the init
+
+    def __post_init__(self) -> None:
+        _coerce_enums(self, "model")
+        _require(self.num_classes >= 1, "model.num_classes", self.num_classes, "must be >= 1")
+        _require(self.crop_size >= 1, "model.crop_size", self.crop_size, "must be >= 1")
+        _require(self.aspect_ratio > 0, "model.aspect_ratio", self.aspect_ratio, "must be > 0")
+        for name in ("base_filters", "disc_filters", "num_discriminators", "disc_layers", "z_dim",
+                     "spade_hidden_filters"):
+            _require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), "must be >= 1")
+        _require(self.spade_kernel_size >= 1 and self.spade_kernel_size % 2 == 1,
+                 "model.spade_kernel_size", self.spade_kernel_size, "must be odd and >= 1")
+        n_up = UPSAMPLING_LAYERS[self.num_upsampling_layers]
+        _require(self.crop_size // 2**n_up >= 1, "model.crop_size", self.crop_size,
+                 f"is too small for num_upsampling_layers={self.num_upsampling_layers.value!r}: "
+                 f"it must be at least {2**n_up}")
+        _require(self.latent_hw[0] >= 1, "model.aspect_ratio", self.aspect_ratio,
+                 f"gives a latent height of 0 at crop_size {self.crop_size}")
+        if self.num_upsampling_layers is Upsampling.MOST:
+            _require(self.base_filters >= 2, "model.base_filters", self.base_filters,
+                     "must be >= 2 with num_upsampling_layers='most' (its last block has ngf//2 filters)")
+
+    @property
+    def semantic_channels(self) -> int:
+        """``semantic_nc``: one-hot classes + dontcare channel + instance-edge channel."""
+        return self.num_classes + int(self.contain_dontcare) + int(self.use_instance)
+
+    @property
+    def num_label_channels(self) -> int:
+        """One-hot channels, the dontcare channel included."""
+        return self.num_classes + int(self.contain_dontcare)
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        """(sh, sw) of the generator's first feature map (spec §3)."""
+        sw = self.crop_size // 2 ** UPSAMPLING_LAYERS[self.num_upsampling_layers]
+        sh = round(sw / self.aspect_ratio)  # Python's round, as in the reference (banker's on .5)
+        return sh, sw
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        """(H, W) of the generated image."""
+        sh, sw = self.latent_hw
+        f = 2 ** UPSAMPLING_LAYERS[self.num_upsampling_layers]
+        return sh * f, sw * f
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss terms and weights (spec §6)."""
+
+    gan_mode: GanMode = GanMode.HINGE  # --gan_mode
+    feature_matching: bool = True  # not --no_ganFeat_loss
+    lambda_feat: float = 10.0  # --lambda_feat
+    lambda_vgg: float = 10.0  # --lambda_vgg
+    lambda_kld: float = 0.05  # --lambda_kld
+    # Path to VGG19 weights for the perceptual loss. The reference downloads torchvision's ImageNet
+    # weights; we never download, so without a file the VGG term is off (and the log says so).
+    vgg_weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _coerce_enums(self, "loss")
+        for name in ("lambda_feat", "lambda_vgg", "lambda_kld"):
+            _require(getattr(self, name) >= 0, f"loss.{name}", getattr(self, name), "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is preprocessed (spec §9)."""
+
+    dataset: DatasetPreset = DatasetPreset.CUSTOM  # --dataset_mode
+    root: Optional[str] = None  # --dataroot
+    label_dir: Optional[str] = None  # --label_dir (custom)
+    image_dir: Optional[str] = None  # --image_dir (custom)
+    instance_dir: Optional[str] = None  # --instance_dir (custom)
+    preprocess: Preprocess = Preprocess.SCALE_WIDTH_AND_CROP  # --preprocess_mode
+    load_size: int = 1024  # --load_size
+    flip: bool = True  # not --no_flip
+
+    def __post_init__(self) -> None:
+        _coerce_enums(self, "data")
+        _require(self.load_size >= 1, "data.load_size", self.load_size, "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (spec §7)."""
+
+    batch_size: int = 1  # --batchSize (global, over all replicas)
+    lr: float = 0.0002  # --lr
+    ttur: bool = True  # not --no_TTUR: G lr/2, D 2*lr, Adam betas (0, 0.9)
+    beta1: float = 0.5  # --beta1, used only with ttur off
+    beta2: float = 0.999  # --beta2, used only with ttur off
+    niter: int = 50  # --niter: epochs at constant lr
+    niter_decay: int = 0  # --niter_decay: epochs of linear decay to 0 after niter
+    d_steps_per_g: int = 1  # --D_steps_per_G
+    seed: int = 0  # seeds weights, noise and data order
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "d_steps_per_g"):
+            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
+        _require(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        _require(self.niter >= 0 and self.niter_decay >= 0, "train.niter/niter_decay",
+                 (self.niter, self.niter_decay), "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Serving export (TF Serving layout ``BASE/NAME/VERSION``)."""
+
+    name: str = "spade"  # model name in the Serving layout
+    version: int = 1  # integer version folder
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run: every section, resolved."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _require(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} {why}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce_enums(obj: Any, section: str) -> None:
+    """Turns enum fields given as strings into members (frozen: via object.__setattr__)."""
+    for name, tp in _field_types(type(obj)).items():
+        if isinstance(tp, type) and issubclass(tp, StrEnum):
+            object.__setattr__(obj, name, tp.parse(getattr(obj, name), f"{section}.{name}"))
+
+
+def _check_value(tp: Any, value: Any, where: str) -> Any:
+    """Validates (and lightly coerces) one YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(args[0], value, where)
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        return tp.parse(value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported field type {tp!r}")  # pragma: no cover - programming error
+
+
+def _unknown_key(key: str, allowed: list[str], where: str) -> ValueError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"{where}: unknown key {key!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+# --------------------------------------------------------------------------- dict <-> Config
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Plain-YAML form of a config (enums as their string values)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in dataclasses.fields(Config):
+        sec = getattr(config, section.name)
+        out[section.name] = {
+            f.name: (v.value if isinstance(v, StrEnum) else v)
+            for f in dataclasses.fields(sec)
+            for v in [getattr(sec, f.name)]
+        }
+    return out
+
+
+def merge_into(config: Config, updates: Mapping[str, Any], where: str = "config") -> Config:
+    """Returns ``config`` with the nested ``updates`` applied, strictly validated."""
+    if not isinstance(updates, Mapping):
+        raise ValueError(f"{where}: expected a mapping of sections, got {type(updates).__name__}")
+    sections = {}
+    for sec_name, sec_updates in updates.items():
+        if sec_name not in _SECTIONS:
+            raise _unknown_key(sec_name, list(_SECTIONS), where)
+        if sec_updates is None:
+            continue
+        if not isinstance(sec_updates, Mapping):
+            raise ValueError(f"{where}: section {sec_name!r} must be a mapping, got {sec_updates!r}")
+        sec_obj = getattr(config, sec_name)
+        types = _field_types(type(sec_obj))
+        values = {}
+        for key, value in sec_updates.items():
+            if key not in types:
+                raise _unknown_key(f"{sec_name}.{key}", [f"{sec_name}.{k}" for k in types], where)
+            values[key] = _check_value(types[key], value, f"{where}: {sec_name}.{key}")
+        try:
+            sections[sec_name] = dataclasses.replace(sec_obj, **values)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return dataclasses.replace(config, **sections)
+
+
+def parse_override(text: str) -> dict[str, dict[str, Any]]:
+    """``'model.base_filters=32'`` -> ``{'model': {'base_filters': 32}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r}: expected section.key=value, e.g. model.base_filters=32")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"override {text!r}: the key must be section.key, e.g. train.batch_size")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ValueError(f"override {text!r}: cannot parse the value: {e}") from None
+    return {parts[0]: {parts[1]: value}}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def configs_dir() -> Path:
+    """Folder of the named presets (the repo's ``configs/``, shipped as ``spade_tf.configs``)."""
+    env = os.environ.get("SPADE_TF_CONFIGS")
+    if env:
+        return Path(env)
+    from importlib import resources
+
+    return Path(str(resources.files("spade_tf.configs")))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        return p
+    candidate = configs_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise ValueError(f"unknown config {str(name_or_path)!r}: not a file, and not one of the presets "
+                     f"({', '.join(preset_names())})")
+
+
+def _load_file(path: Path, seen: tuple[Path, ...]) -> Config:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    config = Config()
+    if base is not None:
+        base_path = _resolve(base if not str(base).endswith((".yaml", ".yml"))
+                             else path.parent / str(base))
+        if base_path.resolve() in seen:
+            raise ValueError(f"{path}: 'base' chain loops back to {base_path}")
+        config = _load_file(base_path, seen + (base_path.resolve(),))
+    return merge_into(config, raw, where=str(path))
+
+
+def load_config(name_or_path: str | os.PathLike | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads a preset by name (``ade20k``, ``tiny``, ...) or a YAML file, then applies overrides.
+
+    A YAML file may start from another one with ``base: NAME_OR_PATH``.
+    """
+    config = Config() if name_or_path is None else _load_file(_resolve(name_or_path), ())
+    for text in overrides:
+        config = merge_into(config, parse_override(text), where=f"override {text!r}")
+    return config
+
+
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Writes the resolved config as YAML, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Resolved spade-tf config (every field).\n" + yaml.safe_dump(
+        config_to_dict(config), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

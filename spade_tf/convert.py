@@ -1,0 +1,425 @@
+"""Import of official NVlabs/SPADE checkpoints (and options) into spade-tf networks.
+
+The official ``latest_net_G.pth`` / ``_D`` / ``_E`` files are PyTorch state dicts; their keys are
+listed in ``shared/reference/state_dict_manifest.txt``. Layouts change on the way in: conv
+weights OIHW -> HWIO, Linear (out, in) -> Dense (in, out). Spectral-norm convs keep
+``weight_orig`` as our ``kernel_orig`` and their ``weight_u`` / ``weight_v`` vectors as is, so
+training continues exactly where the official run stopped. BN running statistics are imported;
+``num_batches_tracked`` is accepted and ignored (with a fixed momentum, PyTorch does not use it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from spade_tf.config import Config, merge_into
+from spade_tf.layers import SpectralConv2D, TorchBatchNorm, TorchConv2D
+from spade_tf.networks import SPADENetworks, build_networks
+
+log = logging.getLogger(__name__)
+
+CONV, DENSE, VEC = "conv", "dense", "vec"
+NET_KEYS = {"netG": "generator", "netD": "discriminator", "netE": "encoder"}
+
+
+class OfficialCheckpointError(ValueError):
+    """A state dict does not fit the networks the config describes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    key: str  # official state_dict key
+    variable: Any  # our Keras variable
+    kind: str  # CONV | DENSE | VEC
+
+
+# --------------------------------------------------------------------------- key enumeration
+
+
+def _conv(prefix: str, layer: TorchConv2D) -> Iterator[Entry]:
+    if isinstance(layer, SpectralConv2D):
+        yield Entry(f"{prefix}.weight_orig", layer.kernel_orig, CONV)
+        yield Entry(f"{prefix}.weight_u", layer.u, VEC)
+        yield Entry(f"{prefix}.weight_v", layer.v, VEC)
+    else:
+        yield Entry(f"{prefix}.weight", layer.kernel, CONV)
+    if layer.use_bias:
+        yield Entry(f"{prefix}.bias", layer.bias, VEC)
+
+
+def _dense(prefix: str, layer) -> Iterator[Entry]:
+    yield Entry(f"{prefix}.weight", layer.kernel, DENSE)
+    yield Entry(f"{prefix}.bias", layer.bias, VEC)
+
+
+def _norm(prefix: str, layer) -> Iterator[Entry]:
+    if isinstance(layer, TorchBatchNorm):
+        if layer.affine:
+            yield Entry(f"{prefix}.weight", layer.gamma, VEC)
+            yield Entry(f"{prefix}.bias", layer.beta, VEC)
+        yield Entry(f"{prefix}.running_mean", layer.moving_mean, VEC)
+        yield Entry(f"{prefix}.running_var", layer.moving_variance, VEC)
+    # InstanceNorm(affine=False) has no state.
+
+
+def _optional_keys(entries: list[Entry]) -> set[str]:
+    """``num_batches_tracked`` beside every running_mean: accepted, not required."""
+    return {e.key[: -len("running_mean")] + "num_batches_tracked"
+            for e in entries if e.key.endswith(".running_mean")}
+
+
+def _spade(prefix: str, spade) -> Iterator[Entry]:
+    yield from _norm(f"{prefix}.param_free_norm", spade.param_free_norm)
+    yield from _conv(f"{prefix}.mlp_shared.0", spade.mlp_shared)
+    yield from _conv(f"{prefix}.mlp_gamma", spade.mlp_gamma)
+    yield from _conv(f"{prefix}.mlp_beta", spade.mlp_beta)
+
+
+def _resblock(prefix: str, block) -> Iterator[Entry]:
+    yield from _conv(f"{prefix}.conv_0", block.conv_0)
+    yield from _conv(f"{prefix}.conv_1", block.conv_1)
+    if block.learned_shortcut:
+        yield from _conv(f"{prefix}.conv_s", block.conv_s)
+    yield from _spade(f"{prefix}.norm_0", block.norm_0)
+    yield from _spade(f"{prefix}.norm_1", block.norm_1)
+    if block.learned_shortcut:
+        yield from _spade(f"{prefix}.norm_s", block.norm_s)
+
+
+def generator_entries(g) -> list[Entry]:
+    out = list(_dense("fc", g.fc) if g.use_vae else _conv("fc", g.fc))
+    for block in g.blocks:
+        out += _resblock(block.name, block)
+    out += _conv("conv_img", g.conv_img)
+    return out
+
+
+def _conv_norm(prefix: str, conv, norm) -> Iterator[Entry]:
+    # get_nonspade_norm_layer: the conv alone, or nn.Sequential(conv, norm).
+    if norm is None:
+        yield from _conv(prefix, conv)
+    else:
+        yield from _conv(f"{prefix}.0", conv)
+        yield from _norm(f"{prefix}.1", norm)
+
+
+def discriminator_entries(d) -> list[Entry]:
+    out: list[Entry] = []
+    for i, sub in enumerate(d.discriminators):
+        last = len(sub.convs) - 1
+        for j, (conv, norm) in enumerate(zip(sub.convs, sub.norms)):
+            prefix = f"discriminator_{i}.model{j}.0"
+            out += _conv(prefix, conv) if j in (0, last) else _conv_norm(prefix, conv, norm)
+    return out
+
+
+def encoder_entries(e) -> list[Entry]:
+    out: list[Entry] = []
+    for i, (conv, norm) in enumerate(zip(e.convs, e.norms), start=1):
+        out += _conv_norm(f"layer{i}", conv, norm)
+    out += _dense("fc_mu", e.fc_mu)
+    out += _dense("fc_var", e.fc_var)
+    return out
+
+
+_ENTRIES = {"generator": generator_entries, "discriminator": discriminator_entries,
+            "encoder": encoder_entries}
+
+
+def _to_ours(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == CONV:
+        return np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+    if kind == DENSE:
+        return np.transpose(value)  # (out, in) -> (in, out)
+    return value
+
+
+def _to_official(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == CONV:
+        return np.transpose(value, (3, 2, 0, 1))
+    if kind == DENSE:
+        return np.transpose(value)
+    return value
+
+
+def _official_shape(kind: str, shape) -> tuple:
+    shape = tuple(int(s) for s in shape)
+    if kind == CONV:
+        return (shape[3], shape[2], shape[0], shape[1])
+    if kind == DENSE:
+        return (shape[1], shape[0])
+    return shape
+
+
+# --------------------------------------------------------------------------- import / export
+
+
+def _format_problems(net: str, missing, unexpected, mismatched) -> list[str]:
+    lines = []
+    if missing:
+        lines.append(f"{net}: {len(missing)} missing key(s): " + ", ".join(sorted(missing)))
+    if unexpected:
+        lines.append(f"{net}: {len(unexpected)} unexpected key(s): " + ", ".join(sorted(unexpected)))
+    for key, got, want in mismatched:
+        lines.append(f"{net}: shape mismatch for {key}: checkpoint {got}, model {want}")
+    return lines
+
+
+def _hint(mismatched) -> str:
+    for key, got, want in mismatched:
+        if key in ("fc.weight", "discriminator_0.model0.0.weight") or key.endswith("mlp_shared.0.weight"):
+            if len(got) == 4 and got[0] == want[0]:
+                return (f"\nhint: the checkpoint's input has {got[1]} channels where the config gives "
+                        f"{want[1]}: check label_nc (model.num_classes), contain_dontcare_label and "
+                        f"no_instance (model.use_instance); D adds 3 image channels.")
+            if len(got) == 2:
+                return ("\nhint: the VAE fc layer differs: check ngf (model.base_filters), crop_size, "
+                        "aspect_ratio, num_upsampling_layers and z_dim.")
+    if mismatched:
+        return ("\nhint: widths differ: check ngf / ndf (model.base_filters / disc_filters), "
+                "n_layers_D and the norm options.")
+    return ""
+
+
+def from_official(state: Mapping[str, Mapping[str, np.ndarray]], config: Config) -> SPADENetworks:
+    """Builds our networks from an official state (``{"netG": {...}, "netD": ..., "netE": ...}``).
+
+    Any subset of the three nets may be given; the others are ``None`` in the result. A missing
+    or unexpected key, or a shape mismatch, raises ``OfficialCheckpointError`` listing every
+    offending key (of all nets) before anything is returned.
+    """
+    unknown = set(state) - set(NET_KEYS)
+    if unknown:
+        raise OfficialCheckpointError(f"unknown net name(s) {sorted(unknown)}; expected any of "
+                                      f"{sorted(NET_KEYS)}")
+    if "netE" in state and not config.model.use_vae:
+        raise OfficialCheckpointError("an encoder (netE) was given but the config has "
+                                      "model.use_vae=false (the official option --use_vae)")
+    nets = build_networks(config, generator="netG" in state, discriminator="netD" in state,
+                          encoder="netE" in state)
+    problems: list[str] = []
+    assignments = []
+    mismatched_all = []
+    for net_key, attr in NET_KEYS.items():
+        if net_key not in state:
+            continue
+        sd = {k: np.asarray(v) for k, v in state[net_key].items()}
+        entries = _ENTRIES[attr](getattr(nets, attr))
+        expected = {e.key for e in entries}
+        optional = _optional_keys(entries)
+        missing = expected - set(sd)
+        unexpected = set(sd) - expected - optional
+        mismatched = []
+        for e in entries:
+            if e.key not in sd:
+                continue
+            want = _official_shape(e.kind, e.variable.shape)
+            got = tuple(sd[e.key].shape)
+            if got != want:
+                mismatched.append((e.key, got, want))
+            else:
+                assignments.append((e, sd[e.key]))
+        mismatched_all += mismatched
+        problems += _format_problems(net_key, missing, unexpected, mismatched)
+    if problems:
+        raise OfficialCheckpointError("the official state dict does not fit the config:\n  "
+                                      + "\n  ".join(problems) + _hint(mismatched_all))
+    for e, value in assignments:
+        e.variable.assign(_to_ours(e.kind, value).astype(np.float32))
+    return nets
+
+
+def to_official(networks: SPADENetworks) -> dict[str, dict[str, np.ndarray]]:
+    """Our networks as official state dicts (without ``num_batches_tracked``)."""
+    out = {}
+    for net_key, attr in NET_KEYS.items():
+        model = getattr(networks, attr)
+        if model is not None:
+            out[net_key] = {e.key: _to_official(e.kind, np.asarray(e.variable.numpy()))
+                            for e in _ENTRIES[attr](model)}
+    return out
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads an official ``.pth`` state dict with ``torch.load(weights_only=True)``."""
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"reading {path} needs PyTorch: pip install 'spade-tf[torch]' "
+                          f"(or save the state dict as .npz and pass that)") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise ValueError(f"{path}: cannot read as a PyTorch state dict: {type(e).__name__}: {e}") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state dict (a mapping of tensors), got {type(obj).__name__}")
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A state dict from ``.pth`` (torch) or ``.npz`` (keys as in the official state dict)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return read_torch_state_dict(p)
+
+
+def parse_opt_file(path: str | os.PathLike) -> dict[str, str]:
+    """Reads an official ``opt.txt`` (``name: value   [default: x]`` lines) into strings."""
+    opts = {}
+    for line in Path(path).read_text().splitlines():
+        if ":" not in line or line.lstrip().startswith("---"):
+            continue
+        key, _, rest = line.partition(":")
+        value = rest.split("\t[default:")[0].split("[default:")[0].strip()
+        opts[key.strip()] = value
+    if not opts:
+        raise ValueError(f"{path}: no 'name: value' lines found; is this an official opt.txt?")
+    return opts
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _norm_option(value: str, opt: str, allowed_spade: bool) -> tuple[bool, str, int]:
+    """Parses ``spectralspadesyncbatch3x3`` / ``spectralinstance`` -> (spectral, norm, kernel)."""
+    s = str(value)
+    spectral = s.startswith("spectral")
+    rest = s[len("spectral"):] if spectral else s
+    kernel = 3
+    if allowed_spade:
+        if not rest.startswith("spade"):
+            raise ValueError(f"{opt}={value!r}: expected spectral?spade<norm><K>x<K>, e.g. "
+                             f"spectralspadesyncbatch3x3")
+        rest = rest[len("spade"):]
+        digits = [i for i, ch in enumerate(rest) if ch.isdigit()]
+        if not digits:
+            raise ValueError(f"{opt}={value!r}: no kernel size (e.g. 3x3) at the end")
+        kernel = int(rest[digits[0]])  # the reference reads the first digit only
+        rest = rest[: digits[0]]
+    names = {"syncbatch": "sync_batch", "batch": "batch", "instance": "instance", "": "none",
+             "none": "none"}
+    if rest not in names or (allowed_spade and rest in ("", "none")):
+        raise ValueError(f"{opt}={value!r}: unknown norm {rest!r}")
+    return spectral, names[rest], kernel
+
+
+def _as_bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes"):
+        return True
+    if s in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"expected a boolean, got {v!r}")
+
+
+_DATASETS = {"ade20k": "ade20k", "cityscapes": "cityscapes", "coco": "coco_stuff",
+             "facades": "facades", "custom": "custom"}
+
+# official option -> (section, field, converter)
+_DIRECT = {
+    "label_nc": ("model", "num_classes", int),
+    "contain_dontcare_label": ("model", "contain_dontcare", _as_bool),
+    "no_instance": ("model", "use_instance", lambda v: not _as_bool(v)),
+    "crop_size": ("model", "crop_size", int),
+    "aspect_ratio": ("model", "aspect_ratio", float),
+    "num_upsampling_layers": ("model", "num_upsampling_layers", str),
+    "ngf": ("model", "base_filters", int),
+    "ndf": ("model", "disc_filters", int),
+    "num_D": ("model", "num_discriminators", int),
+    "n_layers_D": ("model", "disc_layers", int),
+    "use_vae": ("model", "use_vae", _as_bool),
+    "z_dim": ("model", "z_dim", int),
+    "init_type": ("model", "init_type", str),
+    "init_variance": ("model", "init_gain", float),
+    "gan_mode": ("loss", "gan_mode", str),
+    "no_ganFeat_loss": ("loss", "feature_matching", lambda v: not _as_bool(v)),
+    "lambda_feat": ("loss", "lambda_feat", float),
+    "lambda_vgg": ("loss", "lambda_vgg", float),
+    "lambda_kld": ("loss", "lambda_kld", float),
+    "dataset_mode": ("data", "dataset", lambda v: _DATASETS.get(str(v), str(v))),
+    "dataroot": ("data", "root", str),
+    "label_dir": ("data", "label_dir", str),
+    "image_dir": ("data", "image_dir", str),
+    "instance_dir": ("data", "instance_dir", str),
+    "preprocess_mode": ("data", "preprocess", str),
+    "load_size": ("data", "load_size", int),
+    "no_flip": ("data", "flip", lambda v: not _as_bool(v)),
+    "batchSize": ("train", "batch_size", int),
+    "lr": ("train", "lr", float),
+    "no_TTUR": ("train", "ttur", lambda v: not _as_bool(v)),
+    "beta1": ("train", "beta1", float),
+    "beta2": ("train", "beta2", float),
+    "niter": ("train", "niter", int),
+    "niter_decay": ("train", "niter_decay", int),
+    "D_steps_per_G": ("train", "d_steps_per_g", int),
+}
+# Options that change nothing we model (logging, paths, devices, display...) or are derived.
+_IGNORED = {
+    "semantic_nc", "name", "gpu_ids", "checkpoints_dir", "model", "phase", "isTrain", "nThreads",
+    "serial_batches", "max_dataset_size", "display_winsize", "display_freq", "print_freq",
+    "save_latest_freq", "save_epoch_freq", "no_html", "debug", "tf_log", "continue_train",
+    "which_epoch", "load_from_opt_file", "cache_filelist_write", "cache_filelist_read",
+    "output_nc", "netG", "netD", "netE", "nef", "no_pairing_check", "results_dir", "how_many",
+    "coco_no_portraits", "no_vgg_loss", "netD_subarch", "use_amp", "optimizer", "ntest",
+    "label_dir", "instance_dir", "image_dir", "no_TTUR", "total_epochs",
+}
+
+
+def config_from_official(options: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Maps official option names (``opt.txt``, fixtures' ``meta["opt"]``) to a ``Config``.
+
+    Values may be typed or strings (as read from ``opt.txt``). Options that do not affect what
+    we model (paths, logging, devices) are ignored; options we do not know are logged. A given
+    ``semantic_nc`` is checked against the one the mapped options imply.
+    """
+    updates: dict[str, dict[str, Any]] = {}
+    unknown = []
+    for name, value in options.items():
+        if name in _DIRECT:
+            section, field, convert = _DIRECT[name]
+            if value is None or (isinstance(value, str) and value in ("", "None") and
+                                 section == "data" and field.endswith(("root", "_dir"))):
+                continue
+            try:
+                updates.setdefault(section, {})[field] = convert(value)
+            except ValueError as e:
+                raise ValueError(f"official option {name}={value!r}: {e}") from None
+        elif name in ("norm_G", "norm_D", "norm_E"):
+            spectral, norm, kernel = _norm_option(value, name, allowed_spade=name == "norm_G")
+            if name == "norm_G":
+                updates.setdefault("model", {}).update(generator_spectral=spectral, spade_norm=norm,
+                                                       spade_kernel_size=kernel)
+            elif name == "norm_D":
+                updates.setdefault("model", {}).update(disc_spectral=spectral, disc_norm=norm)
+            else:
+                updates.setdefault("model", {}).update(encoder_spectral=spectral, encoder_norm=norm)
+        elif name not in _IGNORED:
+            unknown.append(name)
+    if unknown:
+        log.info("official options not used by spade-tf: %s", ", ".join(sorted(unknown)))
+    config = merge_into(base or Config(), updates, where="official options")
+    if "semantic_nc" in options:
+        want = int(options["semantic_nc"])
+        if want != config.model.semantic_channels:
+            raise ValueError(f"official options: semantic_nc={want}, but label_nc, "
+                             f"contain_dontcare_label and no_instance give "
+                             f"{config.model.semantic_channels}")
+    return config
+

@@ -1,0 +1,185 @@
+"""``MultiscaleDiscriminator`` of ``NLayerDiscriminator``s (spec §5), in NHWC."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from spade_tf.config import InitType, LayerNorm, ModelConfig
+from spade_tf.layers import TorchConv2D, leaky_relu, make_conv, make_layer_norm
+
+KERNEL = 4
+PADDING = math.ceil((KERNEL - 1.0) / 2)  # = 2, as in the reference
+
+
+def avg_pool_3x3_s2_exclude_pad(x):
+    """``F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)``.
+
+    Border windows average only the valid pixels. TF's 'SAME' pooling pads 0/1 (not 1/1) for
+    even sizes, so both the sum and the count of valid pixels are pooled from an explicit pad.
+    """
+    pad = [[0, 0], [1, 1], [1, 1], [0, 0]]
+    total = tf.nn.avg_pool2d(tf.pad(x, pad), 3, 2, "VALID")
+    ones = tf.ones_like(x[:1, :, :, :1])
+    count = tf.nn.avg_pool2d(tf.pad(ones, pad), 3, 2, "VALID")
+    return total / count
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class NLayerDiscriminator(keras.layers.Layer):
+    """The PatchGAN discriminator of one scale (spec §5).
+
+    ``model0``: 4x4 stride-2 conv with bias, LReLU (no spectral norm). ``model1..n-1``: 4x4 convs
+    (spectral norm, then the norm; widths double up to 512; the last one has stride 1), LReLU.
+    ``model_n``: 4x4 stride-1 conv to one channel with bias (the patch logits). Padding 2.
+
+    Args:
+        base_filters: ``--ndf``.
+        num_layers: ``--n_layers_D``.
+        norm: ``--norm_D`` after 'spectral': ``instance`` | ``batch`` | ``sync_batch`` | ``none``.
+        spectral: spectral norm on model1..n-1 (the reference requires it).
+        init_type: ``--init_type``.
+        init_gain: ``--init_variance``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        x: NHWC ``concat([semantics, image], -1)``.
+        training: Python bool.
+
+    Returns:
+        the list of the n + 1 layer outputs (features after LReLU, logits last).
+    """
+
+    def __init__(self, base_filters=64, num_layers=4, norm="instance", spectral=True,
+                 init_type="xavier", init_gain=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.base_filters = int(base_filters)
+        self.num_layers = int(num_layers)
+        self.norm = str(LayerNorm.parse(norm, "norm"))
+        self.spectral = bool(spectral)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+
+        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        nf = self.base_filters
+        self.convs = [TorchConv2D(nf, KERNEL, strides=2, padding=PADDING, name="model0", **init)]
+        self.norms = [None]
+        use_bias = self.norm == LayerNorm.NONE.value
+        for n in range(1, self.num_layers):
+            nf = min(nf * 2, 512)
+            stride = 1 if n == self.num_layers - 1 else 2
+            self.convs.append(make_conv(self.spectral, nf, KERNEL, strides=stride, padding=PADDING,
+                                        use_bias=use_bias, name=f"model{n}", **init))
+            self.norms.append(make_layer_norm(self.norm, self.init_gain, name=f"model{n}_norm"))
+        self.convs.append(TorchConv2D(1, KERNEL, strides=1, padding=PADDING,
+                                      name=f"model{self.num_layers}", **init))
+        self.norms.append(None)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for conv, norm in zip(self.convs, self.norms):
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+            if norm is not None:
+                norm.build(shape)
+
+    def call(self, x, training=False):
+        outputs = []
+        last = len(self.convs) - 1
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = conv(x, training=training)
+            if norm is not None:
+                x = norm(x, training=training)
+            if i != last:
+                x = leaky_relu(x)
+            outputs.append(x)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(base_filters=self.base_filters, num_layers=self.num_layers, norm=self.norm,
+                      spectral=self.spectral, init_type=self.init_type, init_gain=self.init_gain)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class MultiscaleDiscriminator(keras.Model):
+    """``num_D`` PatchGAN discriminators on successively 2x average-pooled inputs (spec §5).
+
+    Args:
+        num_discriminators: ``--num_D``.
+        base_filters: ``--ndf``.
+        num_layers: ``--n_layers_D``.
+        norm: ``--norm_D`` after 'spectral'.
+        spectral: spectral norm on the middle convs.
+        return_features: return every layer's output (for feature matching), not only the logits
+            (the reference returns only the logits with ``--no_ganFeat_loss``).
+        init_type: ``--init_type``.
+        init_gain: ``--init_variance``.
+        **kwargs: standard ``keras.Model`` arguments.
+
+    Call arguments:
+        x: NHWC ``concat([semantics, image], -1)``; fake and real may be stacked on the batch axis.
+        training: Python bool.
+
+    Returns:
+        a list (per scale, full resolution first) of lists of NHWC outputs, the logits last.
+    """
+
+    def __init__(self, num_discriminators=2, base_filters=64, num_layers=4, norm="instance",
+                 spectral=True, return_features=True, init_type="xavier", init_gain=0.02,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_discriminators = int(num_discriminators)
+        self.base_filters = int(base_filters)
+        self.num_layers = int(num_layers)
+        self.norm = str(LayerNorm.parse(norm, "norm"))
+        self.spectral = bool(spectral)
+        self.return_features = bool(return_features)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+        self.discriminators = [
+            NLayerDiscriminator(self.base_filters, self.num_layers, self.norm, self.spectral,
+                                self.init_type, self.init_gain, name=f"discriminator_{i}")
+            for i in range(self.num_discriminators)]
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        for d in self.discriminators:
+            d.build((n, h, w, c))
+            h = None if h is None else (h - 1) // 2 + 1
+            w = None if w is None else (w - 1) // 2 + 1
+
+    def call(self, x, training=False):
+        training = bool(training)
+        x = ops.cast(x, self.compute_dtype)
+        results = []
+        for i, d in enumerate(self.discriminators):
+            outputs = d(x, training=training)
+            results.append(outputs if self.return_features else outputs[-1:])
+            if i != len(self.discriminators) - 1:
+                x = avg_pool_3x3_s2_exclude_pad(x)
+        return results
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_discriminators=self.num_discriminators, base_filters=self.base_filters,
+                      num_layers=self.num_layers, norm=self.norm, spectral=self.spectral,
+                      return_features=self.return_features, init_type=self.init_type,
+                      init_gain=self.init_gain)
+        return config
+
+
+def discriminator_from_config(model: ModelConfig, return_features: bool = True):
+    """Builds (with weights) the multiscale discriminator for ``model``."""
+    d = MultiscaleDiscriminator(
+        num_discriminators=model.num_discriminators, base_filters=model.disc_filters,
+        num_layers=model.disc_layers, norm=model.disc_norm.value, spectral=model.disc_spectral,
+        return_features=return_features, init_type=model.init_type.value,
+        init_gain=model.init_gain, name="discriminator")
+    h, w = model.output_hw
+    d.build((None, h, w, model.semantic_channels + 3))
+    return d

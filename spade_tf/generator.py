@@ -1,0 +1,196 @@
+"""``SPADEGenerator`` (spec §3), in NHWC."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from spade_tf.config import InitType, ModelConfig, SpadeNorm, Upsampling
+from spade_tf.layers import (SPADEResBlock, TorchConv2D, leaky_relu, legacy_nearest_resize,
+                             make_initializer, upsample_nearest_2x)
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class SPADEGenerator(keras.Model):
+    """The SPADE generator (Park et al., CVPR 2019, Fig. 4; spec §3).
+
+    A stack of ``SPADEResBlock``s with nearest 2x upsampling in between, starting from the label
+    map downsampled to (sh, sw), or from a latent z (VAE mode), and ending with LReLU, a 3x3
+    conv to RGB and tanh. Every block reads the full-resolution semantic map.
+
+    Args:
+        base_filters: ``--ngf``.
+        num_upsampling_layers: ``normal`` | ``more`` | ``most`` (5, 6, 7 doublings).
+        crop_size: ``--crop_size``, the output width.
+        aspect_ratio: ``--aspect_ratio`` (width / height).
+        use_vae: start from z (``--use_vae``) instead of the downsampled label map.
+        z_dim: ``--z_dim``.
+        spectral: spectral norm on the res-block convs (``spectral`` in ``--norm_G``).
+        spade_norm: SPADE's parameter-free norm (``sync_batch``, ``batch``, ``instance``).
+        spade_kernel_size: K of the SPADE convs.
+        spade_hidden_filters: SPADE's hidden width (128).
+        init_type: ``--init_type``.
+        init_gain: ``--init_variance``.
+        seed: seed of the generator's own noise (z drawn when a VAE model gets none).
+        **kwargs: standard ``keras.Model`` arguments.
+
+    Call arguments:
+        semantics: float NHWC semantic map (see ``spade_tf.semantics.to_semantics``) at the
+            output resolution.
+        z: optional [N, z_dim] latent (VAE models); drawn from N(0, I) when omitted.
+        training: Python bool: batch statistics and a power iteration when True.
+        return_activations: also return a dict of every block's output (``fc``, ``head_0``,
+            ..., ``conv_img`` before tanh), keyed like the reference's modules.
+
+    Returns:
+        NHWC image in [-1, 1] (and the activations dict when asked).
+    """
+
+    def __init__(self, base_filters=64, num_upsampling_layers="normal", crop_size=256,
+                 aspect_ratio=1.0, use_vae=False, z_dim=256, spectral=True,
+                 spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
+                 init_type="xavier", init_gain=0.02, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.base_filters = int(base_filters)
+        self.num_upsampling_layers = str(Upsampling.parse(num_upsampling_layers,
+                                                          "num_upsampling_layers"))
+        self.crop_size = int(crop_size)
+        self.aspect_ratio = float(aspect_ratio)
+        self.use_vae = bool(use_vae)
+        self.z_dim = int(z_dim)
+        self.spectral = bool(spectral)
+        self.spade_norm = str(SpadeNorm.parse(spade_norm, "spade_norm"))
+        self.spade_kernel_size = int(spade_kernel_size)
+        self.spade_hidden_filters = int(spade_hidden_filters)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+        self.seed = seed
+
+        # Shares the latent-size arithmetic (and its validation) with the config.
+        geometry = ModelConfig(crop_size=self.crop_size, aspect_ratio=self.aspect_ratio,
+                               num_upsampling_layers=self.num_upsampling_layers,
+                               base_filters=self.base_filters)
+        self.latent_hw = geometry.latent_hw
+        self.output_hw = geometry.output_hw
+
+        nf = self.base_filters
+        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        block = dict(spectral=self.spectral, spade_norm=self.spade_norm,
+                     spade_kernel_size=self.spade_kernel_size,
+                     spade_hidden_filters=self.spade_hidden_filters, **init)
+        sh, sw = self.latent_hw
+        if self.use_vae:
+            # Linear(z_dim -> 16nf*sh*sw); its output is read channel-major (see call()).
+            self.fc = keras.layers.Dense(
+                16 * nf * sh * sw, name="fc",
+                kernel_initializer=make_initializer(self.init_type, self.init_gain))
+        else:
+            self.fc = TorchConv2D(16 * nf, 3, padding=1, name="fc", **init)
+        self.head_0 = SPADEResBlock(16 * nf, name="head_0", **block)
+        self.G_middle_0 = SPADEResBlock(16 * nf, name="G_middle_0", **block)
+        self.G_middle_1 = SPADEResBlock(16 * nf, name="G_middle_1", **block)
+        self.up_blocks = [SPADEResBlock(f, name=f"up_{i}", **block)
+                          for i, f in enumerate((8 * nf, 4 * nf, 2 * nf, nf))]
+        final_nc = nf
+        if self.num_upsampling_layers == Upsampling.MOST.value:
+            self.up_blocks.append(SPADEResBlock(nf // 2, name="up_4", **block))
+            final_nc = nf // 2
+        self.final_nc = final_nc
+        self.conv_img = TorchConv2D(3, 3, padding=1, name="conv_img", **init)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+
+    @property
+    def blocks(self) -> list[SPADEResBlock]:
+        """The residual blocks in forward order; their names are the reference's module names."""
+        return [self.head_0, self.G_middle_0, self.G_middle_1] + list(self.up_blocks)
+
+    def _extra_up_after_middle_0(self) -> bool:
+        return self.num_upsampling_layers in (Upsampling.MORE.value, Upsampling.MOST.value)
+
+    def build(self, semantics_shape, z_shape=None):
+        n, h, w = semantics_shape[0], semantics_shape[1], semantics_shape[2]
+        sh, sw = self.latent_hw
+        nf = self.base_filters
+        if self.use_vae:
+            self.fc.build((n, self.z_dim))
+        else:
+            self.fc.build((n, sh, sw, semantics_shape[-1]))
+        shape = [n, sh, sw, 16 * nf]
+        self.head_0.build(tuple(shape), semantics_shape)
+        shape[1:3] = [shape[1] * 2, shape[2] * 2]
+        self.G_middle_0.build(tuple(shape), semantics_shape)
+        if self._extra_up_after_middle_0():
+            shape[1:3] = [shape[1] * 2, shape[2] * 2]
+        self.G_middle_1.build(tuple(shape), semantics_shape)
+        for blk in self.up_blocks:
+            shape[1:3] = [shape[1] * 2, shape[2] * 2]
+            blk.build(tuple(shape), semantics_shape)
+            shape[3] = blk.filters
+        self.conv_img.build(tuple(shape))
+        del h, w
+
+    def sample_z(self, batch_size):
+        return keras.random.normal((batch_size, self.z_dim), seed=self.seed_generator)
+
+    def call(self, semantics, z=None, training=False, return_activations=False):
+        training = bool(training)
+        seg = ops.cast(semantics, self.compute_dtype)
+        expected = tuple(self.output_hw)
+        if None not in seg.shape[1:3] and tuple(seg.shape[1:3]) != expected:
+            raise ValueError(f"semantics has spatial size {tuple(seg.shape[1:3])}, but this generator "
+                             f"(crop_size={self.crop_size}, aspect_ratio={self.aspect_ratio}, "
+                             f"{self.num_upsampling_layers}) produces {expected}")
+        acts = {}
+        sh, sw = self.latent_hw
+        if self.use_vae:
+            if z is None:
+                z = self.sample_z(tf.shape(seg)[0])
+            flat = self.fc(ops.cast(z, self.compute_dtype))
+            acts["fc"] = flat
+            # The reference views the Linear output as NCHW (16nf, sh, sw): channel-major.
+            x = ops.transpose(ops.reshape(flat, (-1, 16 * self.base_filters, sh, sw)), (0, 2, 3, 1))
+        else:
+            x = self.fc(legacy_nearest_resize(seg, (sh, sw)))
+            acts["fc"] = x
+        x = self.head_0(x, seg, training=training)
+        acts["head_0"] = x
+        x = upsample_nearest_2x(x)
+        x = self.G_middle_0(x, seg, training=training)
+        acts["G_middle_0"] = x
+        if self._extra_up_after_middle_0():
+            x = upsample_nearest_2x(x)
+        x = self.G_middle_1(x, seg, training=training)
+        acts["G_middle_1"] = x
+        for blk in self.up_blocks:
+            x = blk(upsample_nearest_2x(x), seg, training=training)
+            acts[blk.name] = x
+        x = self.conv_img(leaky_relu(x))
+        acts["conv_img"] = x
+        image = ops.tanh(x)
+        return (image, acts) if return_activations else image
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(base_filters=self.base_filters,
+                      num_upsampling_layers=self.num_upsampling_layers, crop_size=self.crop_size,
+                      aspect_ratio=self.aspect_ratio, use_vae=self.use_vae, z_dim=self.z_dim,
+                      spectral=self.spectral, spade_norm=self.spade_norm,
+                      spade_kernel_size=self.spade_kernel_size,
+                      spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
+                      init_gain=self.init_gain, seed=self.seed)
+        return config
+
+
+def generator_from_config(model: ModelConfig, seed=None) -> SPADEGenerator:
+    """Builds (with weights) a generator for ``model``."""
+    g = SPADEGenerator(
+        base_filters=model.base_filters, num_upsampling_layers=model.num_upsampling_layers.value,
+        crop_size=model.crop_size, aspect_ratio=model.aspect_ratio, use_vae=model.use_vae,
+        z_dim=model.z_dim, spectral=model.generator_spectral, spade_norm=model.spade_norm.value,
+        spade_kernel_size=model.spade_kernel_size, spade_hidden_filters=model.spade_hidden_filters,
+        init_type=model.init_type.value, init_gain=model.init_gain, seed=seed, name="generator")
+    h, w = model.output_hw
+    g.build((None, h, w, model.semantic_channels))
+    return g
+

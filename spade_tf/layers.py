@@ -1,0 +1,577 @@
+"""SPADE building blocks with the official (PyTorch) semantics, in NHWC.
+
+Paper: Park et al., "Semantic Image Synthesis with Spatially-Adaptive Normalization", CVPR 2019
+(arXiv:1903.07291). Section numbers (§) refer to ``shared/reference/spade-architecture.md``.
+
+Everything here is written against Keras 3 with the TensorFlow backend; the distribution-aware
+pieces (synchronized batch statistics, replica-identical spectral-norm vectors) use
+``tf.distribute`` directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from spade_tf.config import InitType, LayerNorm, SpadeNorm
+
+LRELU_SLOPE = 0.2  # every LeakyReLU of the reference
+
+
+def leaky_relu(x):
+    return ops.leaky_relu(x, negative_slope=LRELU_SLOPE)
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def make_initializer(init_type: str | InitType = "xavier", gain: float = 0.02):
+    """The kernel initializer of the reference's ``init_weights`` (spec §8); biases are zeros.
+
+    ``xavier`` is ``xavier_normal_(gain)``: std = gain * sqrt(2 / (fan_in + fan_out)), with the
+    receptive field counted in both fans, which is exactly Keras' ``VarianceScaling(gain**2,
+    "fan_avg", "untruncated_normal")``.
+    """
+    t = InitType.parse(init_type, "init_type")
+    if t is InitType.XAVIER:
+        return keras.initializers.VarianceScaling(gain**2, "fan_avg", "untruncated_normal")
+    if t is InitType.NORMAL:
+        return keras.initializers.RandomNormal(0.0, gain)
+    if t is InitType.XAVIER_UNIFORM:  # the reference ignores the gain here (fixed 1.0)
+        return keras.initializers.VarianceScaling(1.0, "fan_avg", "uniform")
+    if t is InitType.KAIMING:  # kaiming_normal_(a=0, mode='fan_in')
+        return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+    if t is InitType.ORTHOGONAL:
+        return keras.initializers.Orthogonal(gain)
+    # 'none' keeps PyTorch's default conv/linear init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+    # (PyTorch would also draw the biases from that range; we keep them at zero.)
+    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def _legacy_nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    # PyTorch's legacy 'nearest': src = min(floor(dst * (in/out)), in - 1), in float32 like ATen.
+    scale = np.float32(in_size) / np.float32(out_size)
+    idx = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(idx, in_size - 1).astype(np.int32)
+
+
+def legacy_nearest_resize(x, size):
+    """Resizes NHWC ``x`` to ``size`` (H, W) like PyTorch's ``F.interpolate(mode='nearest')``.
+
+    The source index is floor(dst * in / out): for an integer down-factor k that is pixel k*i, the
+    top-left of each k x k block. ``tf.image.resize(..., 'nearest')`` uses half-pixel centres and
+    picks other pixels, so it must not be used for label maps (spec §1, step 2).
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    in_h, in_w = x.shape[1], x.shape[2]
+    if in_h is None or in_w is None:  # dynamic spatial size: compute the indices in the graph
+        shape = tf.shape(x)
+        for axis, out in ((1, out_h), (2, out_w)):
+            n = shape[axis]
+            scale = tf.cast(n, tf.float32) / float(out)
+            idx = tf.cast(tf.floor(tf.range(out, dtype=tf.float32) * scale), tf.int32)
+            x = tf.gather(x, tf.minimum(idx, n - 1), axis=axis)
+        return x
+    if (in_h, in_w) == (out_h, out_w):
+        return x
+    if in_h % out_h == 0 and in_w % out_w == 0:  # integer down-factor: a strided slice is exact
+        return x[:, :: in_h // out_h, :: in_w // out_w, :]
+    x = tf.gather(x, _legacy_nearest_indices(in_h, out_h), axis=1)
+    return tf.gather(x, _legacy_nearest_indices(in_w, out_w), axis=2)
+
+
+def upsample_nearest_2x(x):
+    """``nn.Upsample(scale_factor=2)``: every pixel repeated 2 x 2."""
+    return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+
+
+# --------------------------------------------------------------------------- convolutions
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class TorchConv2D(keras.layers.Layer):
+    """A 2-D convolution with PyTorch's explicit, symmetric zero padding.
+
+    PyTorch's ``Conv2d(padding=p)`` pads p pixels on every side. Keras' ``padding="same"`` pads
+    asymmetrically for strided convs (e.g. 3x3 stride 2 pads 0 top / 1 bottom), which shifts every
+    output of the encoder and discriminator, so the padding is explicit here.
+
+    Args:
+        filters: output channels.
+        kernel_size: square kernel size.
+        strides: stride in both directions.
+        padding: zero padding on each side, in pixels (PyTorch's ``padding``).
+        use_bias: whether to add a bias.
+        init_type: the reference's ``--init_type`` for the kernel (biases start at zero).
+        init_gain: the reference's ``--init_variance``.
+        **kwargs: standard ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=True,
+                 init_type="xavier", init_gain=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.padding = int(padding)
+        self.use_bias = bool(use_bias)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+
+    def _add_kernel(self, in_channels):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, in_channels, self.filters),
+            initializer=make_initializer(self.init_type, self.init_gain), autocast=False)
+
+    def build(self, input_shape):
+        self._add_kernel(int(input_shape[-1]))
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros",
+                                        autocast=False)
+
+    def effective_kernel(self, training=False):
+        """The HWIO kernel the convolution uses."""
+        return self.kernel
+
+    def call(self, inputs, training=False):
+        kernel = ops.cast(self.effective_kernel(training=bool(training)), self.compute_dtype)
+        k, p, s = self.kernel_size, self.padding, self.strides
+        if s == 1 and k % 2 == 1 and p == k // 2:
+            y = ops.conv(inputs, kernel, strides=1, padding="same")  # symmetric: identical
+        else:
+            if p:
+                inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
+            y = ops.conv(inputs, kernel, strides=s, padding="valid")
+        if self.use_bias:
+            y = y + ops.cast(self.bias, self.compute_dtype)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        def out(n):
+            return None if n is None else (n + 2 * self.padding - self.kernel_size) // self.strides + 1
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+                      padding=self.padding, use_bias=self.use_bias, init_type=self.init_type,
+                      init_gain=self.init_gain)
+        return config
+
+
+def _l2_normalize(x, eps):
+    # torch.nn.functional.normalize: x / max(||x||, eps)
+    return x / tf.maximum(tf.norm(x), eps)
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class SpectralConv2D(TorchConv2D):
+    """A convolution with PyTorch's spectral normalization (``torch.nn.utils.spectral_norm``).
+
+    Unlike ``keras.layers.SpectralNormalization`` (spec §10), the trainable variable is the
+    un-normalized ``kernel_orig`` and every forward divides it by sigma = u . (W v), so gradients
+    flow through sigma exactly as in the reference:
+
+    - training forward: one power iteration first (v <- normalize(W^T u), u <- normalize(W v)),
+      u and v stored back, treated as constants for the gradient;
+    - inference forward: no power iteration; sigma from the stored u and v.
+
+    W is ``kernel_orig`` as a (out, in*k*k) matrix in PyTorch's OIHW order, so u (out,) and
+    v (in*k*k,) are laid out exactly as the official ``weight_u`` / ``weight_v`` buffers.
+
+    Under ``tf.distribute`` u and v are ``ONLY_FIRST_REPLICA`` variables: every replica computes
+    the same iteration from the same weights, and the first replica's result is what is stored on
+    all of them, so they can never drift apart.
+
+    Deviation: the reference leaves u, v random at construction, so an untrained model in eval
+    mode divides by a meaningless sigma. Here a freshly built layer runs a few power iterations
+    on its initial kernel, so sigma is sensible from the start. Imported checkpoints overwrite u, v.
+
+    Args:
+        filters: output channels.
+        kernel_size: square kernel size.
+        strides: stride in both directions.
+        padding: zero padding on each side, in pixels.
+        use_bias: whether to add a bias (the reference drops it when a norm follows).
+        init_type: ``--init_type`` for ``kernel_orig``.
+        init_gain: ``--init_variance``.
+        power_iterations: power iterations per training forward (the reference uses 1).
+        epsilon: the normalization epsilon (PyTorch's 1e-12).
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+    """
+
+    INIT_POWER_ITERATIONS = 10
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=True,
+                 init_type="xavier", init_gain=0.02, power_iterations=1, epsilon=1e-12, **kwargs):
+        super().__init__(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
+                         init_type=init_type, init_gain=init_gain, **kwargs)
+        self.power_iterations = int(power_iterations)
+        self.epsilon = float(epsilon)
+
+    def _add_kernel(self, in_channels):
+        self.kernel_orig = self.add_weight(
+            name="kernel_orig",
+            shape=(self.kernel_size, self.kernel_size, in_channels, self.filters),
+            initializer=make_initializer(self.init_type, self.init_gain), autocast=False)
+        unit = _UnitNormal()
+        sync = dict(trainable=False, autocast=False, aggregation="only_first_replica")
+        self.u = self.add_weight(name="u", shape=(self.filters,), initializer=unit, **sync)
+        self.v = self.add_weight(name="v", shape=(in_channels * self.kernel_size**2,),
+                                 initializer=unit, **sync)
+        with tf.init_scope():  # eager, even when the first call happens inside a tf.function
+            u, v = self._power_iteration(self.weight_matrix(), self.u, self.v,
+                                         self.INIT_POWER_ITERATIONS)
+            self.u.assign(u)
+            self.v.assign(v)
+
+    def weight_matrix(self):
+        """``kernel_orig`` as the reference's (out, in*k*k) matrix (OIHW flattening)."""
+        return tf.reshape(tf.transpose(self.kernel_orig, (3, 2, 0, 1)), (self.filters, -1))
+
+    def _power_iteration(self, w, u, v, n):
+        w = tf.stop_gradient(w)
+        u = tf.convert_to_tensor(u)
+        v = tf.convert_to_tensor(v)
+        for _ in range(n):
+            v = _l2_normalize(tf.linalg.matvec(w, u, transpose_a=True), self.epsilon)
+            u = _l2_normalize(tf.linalg.matvec(w, v), self.epsilon)
+        return u, v
+
+    def sigma(self, training=False):
+        """The spectral norm estimate sigma = u . (W v); updates u, v when ``training``."""
+        w = self.weight_matrix()
+        if training and self.power_iterations > 0:
+            u, v = self._power_iteration(w, self.u, self.v, self.power_iterations)
+            self.u.assign(u)
+            self.v.assign(v)
+        else:
+            u, v = tf.convert_to_tensor(self.u), tf.convert_to_tensor(self.v)
+        u, v = tf.stop_gradient(u), tf.stop_gradient(v)
+        return tf.tensordot(u, tf.linalg.matvec(w, v), 1)
+
+    def effective_kernel(self, training=False):
+        return self.kernel_orig / self.sigma(training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(power_iterations=self.power_iterations, epsilon=self.epsilon)
+        return config
+
+
+class _UnitNormal(keras.initializers.Initializer):
+    """N(0, 1) then L2-normalized, as torch's spectral_norm draws u and v."""
+
+    def __call__(self, shape, dtype=None):
+        x = keras.random.normal(shape, dtype=dtype or "float32")
+        return x / ops.maximum(ops.norm(x), 1e-12)
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class TorchBatchNorm(keras.layers.Layer):
+    """Batch normalization with PyTorch's ``BatchNorm2d`` statistics, optionally synchronized.
+
+    Differences from ``keras.layers.BatchNormalization`` that matter for parity (spec §10):
+
+    - the running variance is updated with the *unbiased* batch variance (Keras uses the biased
+      one); normalization itself uses the biased variance;
+    - the synchronized variant reduces sums over all replicas in two passes (mean, then squared
+      deviations), so 1 replica and N replicas compute the same statistics of the global batch.
+
+    The official multi-GPU SyncBatchNorm uses 1/sqrt(max(var, eps)) ("clamp"); like the
+    reference's single-device path we use 1/sqrt(var + eps) everywhere.
+
+    Args:
+        momentum: Keras convention: moving = momentum * moving + (1 - momentum) * batch.
+            0.9 is PyTorch's momentum 0.1.
+        epsilon: added to the variance (PyTorch's 1e-5).
+        synchronized: reduce the batch statistics over all replicas (``SyncBatchNorm``).
+        affine: learn a per-channel scale and offset (used by ``norm_D``/``norm_E`` = batch;
+            SPADE's norm is parameter-free).
+        init_gain: the scale's init is N(1, init_gain), as the reference's ``init_weights``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, momentum=0.9, epsilon=1e-5, synchronized=False, affine=False,
+                 init_gain=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.synchronized = bool(synchronized)
+        self.affine = bool(affine)
+        self.init_gain = float(init_gain)
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        stat = dict(trainable=False, autocast=False, aggregation="mean")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(c,), initializer="zeros", **stat)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(c,),
+                                               initializer="ones", **stat)
+        if self.affine:
+            self.gamma = self.add_weight(
+                name="gamma", shape=(c,), autocast=False,
+                initializer=keras.initializers.RandomNormal(1.0, self.init_gain))
+            self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros", autocast=False)
+
+    def _batch_moments(self, x):
+        axes = [0, 1, 2]
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        ctx = tf.distribute.get_replica_context()
+        if self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
+            total, count = ctx.all_reduce("sum", [tf.reduce_sum(x, axes), count])
+            mean = total / count
+            var = ctx.all_reduce("sum", tf.reduce_sum(tf.square(x - mean), axes)) / count
+        else:
+            mean = tf.reduce_mean(x, axes)
+            var = tf.reduce_mean(tf.square(x - mean), axes)
+        return mean, var, count
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs, tf.float32)
+        if training:
+            mean, var, count = self._batch_moments(x)
+            unbiased = var * count / tf.maximum(count - 1.0, 1.0)
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m
+                                        + tf.stop_gradient(unbiased) * (1.0 - m))
+        else:
+            mean, var = tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance)
+        y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
+        if self.affine:
+            y = y * self.gamma + self.beta
+        return tf.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized,
+                      affine=self.affine, init_gain=self.init_gain)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class InstanceNormalization(keras.layers.Layer):
+    """``nn.InstanceNorm2d(affine=False)``: per sample and channel, biased variance over H, W.
+
+    Identical in training and inference (no running statistics), as in the reference.
+
+    Args:
+        epsilon: added to the variance (PyTorch's 1e-5).
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs, tf.float32)
+        mean = tf.reduce_mean(x, [1, 2], keepdims=True)
+        var = tf.reduce_mean(tf.square(x - mean), [1, 2], keepdims=True)
+        return tf.cast((x - mean) * tf.math.rsqrt(var + self.epsilon), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon)
+        return config
+
+
+def make_param_free_norm(norm, name=None):
+    """SPADE's parameter-free normalization for ``norm`` in {sync_batch, batch, instance}."""
+    norm = SpadeNorm.parse(norm, "spade_norm")
+    if norm is SpadeNorm.INSTANCE:
+        return InstanceNormalization(name=name)
+    return TorchBatchNorm(synchronized=norm is SpadeNorm.SYNC_BATCH, name=name)
+
+
+def make_layer_norm(norm, init_gain=0.02, name=None):
+    """The norm after a (spectral) conv in D and E (``get_nonspade_norm_layer``), or None.
+
+    As in the reference, the batch variants there are *affine*; instance norm is not.
+    """
+    norm = LayerNorm.parse(norm, "norm")
+    if norm is LayerNorm.NONE:
+        return None
+    if norm is LayerNorm.INSTANCE:
+        return InstanceNormalization(name=name)
+    return TorchBatchNorm(synchronized=norm is LayerNorm.SYNC_BATCH, affine=True,
+                          init_gain=init_gain, name=name)
+
+
+def make_conv(spectral, filters, kernel_size, strides=1, padding=0, use_bias=True,
+              init_type="xavier", init_gain=0.02, name=None):
+    cls = SpectralConv2D if spectral else TorchConv2D
+    return cls(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
+               init_type=init_type, init_gain=init_gain, name=name)
+
+
+# --------------------------------------------------------------------------- SPADE
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class SPADE(keras.layers.Layer):
+    """Spatially-adaptive normalization (Park et al., CVPR 2019, Eq. 1; spec §1).
+
+    ``out = norm(x) * (1 + gamma(seg)) + beta(seg)``, where ``norm`` is parameter-free and
+    gamma, beta are per-pixel maps computed from the label map resized (legacy nearest) to x:
+    a shared KxK conv to ``hidden_filters`` channels with ReLU, then one KxK conv each.
+    No spectral norm on these convs, as in the reference.
+
+    Args:
+        norm_type: the parameter-free norm: ``sync_batch`` (default, ``spadesyncbatch3x3``),
+            ``batch`` or ``instance``.
+        kernel_size: K of the three convs (the ``3x3`` of ``--norm_G``).
+        hidden_filters: width of the shared conv (``nhidden``, 128 in the reference).
+        init_type: ``--init_type`` for the convs.
+        init_gain: ``--init_variance``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        x: NHWC features to normalize.
+        segmap: NHWC semantic map at any resolution (full resolution in the generator).
+        training: batch statistics (and their update) when True, running statistics otherwise.
+    """
+
+    def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
+                 init_type="xavier", init_gain=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
+        self.kernel_size = int(kernel_size)
+        self.hidden_filters = int(hidden_filters)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+
+    def build(self, x_shape, segmap_shape):
+        # Sublayers are made here: gamma/beta need the channels of x, known only now.
+        c = int(x_shape[-1])
+        k, p = self.kernel_size, self.kernel_size // 2
+        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm")
+        self.mlp_shared = TorchConv2D(self.hidden_filters, k, padding=p, name="mlp_shared", **init)
+        self.mlp_gamma = TorchConv2D(c, k, padding=p, name="mlp_gamma", **init)
+        self.mlp_beta = TorchConv2D(c, k, padding=p, name="mlp_beta", **init)
+        self.param_free_norm.build(x_shape)
+        hw_seg = tuple(x_shape[:3]) + (int(segmap_shape[-1]),)
+        self.mlp_shared.build(hw_seg)
+        hidden = tuple(x_shape[:3]) + (self.hidden_filters,)
+        self.mlp_gamma.build(hidden)
+        self.mlp_beta.build(hidden)
+
+    def call(self, x, segmap, training=False):
+        normalized = self.param_free_norm(x, training=training)
+        hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
+        seg = legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
+        actv = ops.relu(self.mlp_shared(seg))
+        gamma = self.mlp_gamma(actv)
+        beta = self.mlp_beta(actv)
+        return normalized * (1.0 + gamma) + beta
+
+    def compute_output_shape(self, x_shape, segmap_shape):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(norm_type=self.norm_type, kernel_size=self.kernel_size,
+                      hidden_filters=self.hidden_filters, init_type=self.init_type,
+                      init_gain=self.init_gain)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
+class SPADEResBlock(keras.layers.Layer):
+    """``SPADEResnetBlock`` (spec §2): two SPADE-LReLU-conv3x3 stages plus a shortcut.
+
+    The shortcut is learned (SPADE then a 1x1 conv without bias, no activation between) when
+    the input and output widths differ; otherwise it is the identity. The middle width is
+    min(in, out).
+
+    Args:
+        filters: output channels (``fout``).
+        spectral: spectral norm on conv_0, conv_1 and conv_s (``spectral`` in ``--norm_G``).
+        spade_norm: SPADE's parameter-free norm (``sync_batch``, ``batch``, ``instance``).
+        spade_kernel_size: K of the SPADE convs.
+        spade_hidden_filters: SPADE's hidden width (128 in the reference).
+        init_type: ``--init_type``.
+        init_gain: ``--init_variance``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Call arguments:
+        x: NHWC features.
+        segmap: NHWC full-resolution semantic map.
+        training: Python bool.
+    """
+
+    def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
+                 spade_hidden_filters=128, init_type="xavier", init_gain=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.spectral = bool(spectral)
+        self.spade_norm = str(SpadeNorm.parse(spade_norm, "spade_norm"))
+        self.spade_kernel_size = int(spade_kernel_size)
+        self.spade_hidden_filters = int(spade_hidden_filters)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+
+    def build(self, x_shape, segmap_shape):
+        fin = int(x_shape[-1])
+        self.learned_shortcut = fin != self.filters
+        fmiddle = min(fin, self.filters)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        spade = dict(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
+                     hidden_filters=self.spade_hidden_filters, **init)
+        self.conv_0 = make_conv(self.spectral, fmiddle, 3, padding=1, name="conv_0", **init)
+        self.conv_1 = make_conv(self.spectral, self.filters, 3, padding=1, name="conv_1", **init)
+        self.norm_0 = SPADE(name="norm_0", **spade)
+        self.norm_1 = SPADE(name="norm_1", **spade)
+        mid_shape = tuple(x_shape[:3]) + (fmiddle,)
+        self.norm_0.build(x_shape, segmap_shape)
+        self.conv_0.build(x_shape)
+        self.norm_1.build(mid_shape, segmap_shape)
+        self.conv_1.build(mid_shape)
+        if self.learned_shortcut:
+            self.conv_s = make_conv(self.spectral, self.filters, 1, use_bias=False, name="conv_s",
+                                    **init)
+            self.norm_s = SPADE(name="norm_s", **spade)
+            self.norm_s.build(x_shape, segmap_shape)
+            self.conv_s.build(x_shape)
+
+    def call(self, x, segmap, training=False):
+        if self.learned_shortcut:
+            x_s = self.conv_s(self.norm_s(x, segmap, training=training), training=training)
+        else:
+            x_s = x
+        dx = self.conv_0(leaky_relu(self.norm_0(x, segmap, training=training)), training=training)
+        dx = self.conv_1(leaky_relu(self.norm_1(dx, segmap, training=training)), training=training)
+        return x_s + dx
+
+    def compute_output_shape(self, x_shape, segmap_shape):
+        return tuple(x_shape[:3]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, spectral=self.spectral, spade_norm=self.spade_norm,
+                      spade_kernel_size=self.spade_kernel_size,
+                      spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
+                      init_gain=self.init_gain)
+        return config
+
+
+def count_params(variables) -> int:
+    """Number of scalars in ``variables`` (what PyTorch counts as the numel of Parameters)."""
+    return int(sum(math.prod(v.shape) for v in variables))

@@ -1,0 +1,120 @@
+"""The network input: integer label (and instance) maps to the float semantic map (spec §9)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from spade_tf.config import Config, ModelConfig
+
+DONTCARE_ID = 255  # the reference's "unlabeled" id, remapped to channel num_classes
+
+
+def _model_config(config) -> ModelConfig:
+    if isinstance(config, Config):
+        return config.model
+    if isinstance(config, ModelConfig):
+        return config
+    raise TypeError(f"config must be a spade_tf Config or ModelConfig, got {type(config).__name__}")
+
+
+def instance_edges(instance):
+    """The reference's ``get_edges``: 1 where the id differs from a 4-neighbour, else 0.
+
+    Both pixels on each side of an id change are marked; borders only compare inward.
+
+    Args:
+        instance: integer [N, H, W] instance-id map.
+
+    Returns:
+        float32 [N, H, W] edge map.
+    """
+    t = tf.convert_to_tensor(instance)
+    dx = tf.not_equal(t[:, :, 1:], t[:, :, :-1])  # [N, H, W-1]
+    dy = tf.not_equal(t[:, 1:, :], t[:, :-1, :])  # [N, H-1, W]
+    edge = tf.zeros_like(t, dtype=tf.bool)
+    edge = edge | tf.pad(dx, [[0, 0], [0, 0], [1, 0]]) | tf.pad(dx, [[0, 0], [0, 0], [0, 1]])
+    edge = edge | tf.pad(dy, [[0, 0], [1, 0], [0, 0]]) | tf.pad(dy, [[0, 0], [0, 1], [0, 0]])
+    return tf.cast(edge, tf.float32)
+
+
+def _check_integer(x, name):
+    if not (x.dtype.is_integer or x.dtype == tf.uint8):
+        raise TypeError(f"{name} must be an integer map, got dtype {x.dtype.name}: class ids are "
+                        f"integers, and a float map would be truncated silently")
+
+
+def validate_labels(label, model: ModelConfig):
+    """Raises ``InvalidArgumentError`` naming the first bad id and the allowed range.
+
+    ``tf.one_hot`` turns an out-of-range or negative id into an all-zero vector without a word;
+    the reference crashes with a CUDA scatter error. This check works eagerly and inside graphs.
+    """
+    n = model.num_classes
+    valid = (label >= 0) & (label < n)
+    allowed = f"[0, {n})"
+    if model.contain_dontcare:
+        # The reference's loader rewrites 255 to num_classes before the network, so the
+        # dontcare channel is reachable both ways.
+        valid = valid | tf.equal(label, DONTCARE_ID) | tf.equal(label, n)
+        allowed = f"[0, {n}] ({n} = dontcare) or {DONTCARE_ID} (dontcare)"
+    all_valid = tf.reduce_all(valid)
+
+    def bad_value():
+        bad = tf.boolean_mask(label, tf.logical_not(valid))
+        return tf.cast(bad[0], tf.int64)
+
+    first_bad = tf.cond(all_valid, lambda: tf.constant(0, tf.int64), bad_value)
+    return tf.debugging.Assert(
+        all_valid,
+        ["label id out of range: found", first_bad, f"; allowed ids are {allowed} "
+         f"(num_classes={n}, contain_dontcare={model.contain_dontcare})"],
+        summarize=1, name="validate_labels")
+
+
+def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float32):
+    """Turns an integer label map (and instance map) into the generator / discriminator input.
+
+    Channels: one-hot over ``num_classes`` (+1 dontcare channel when ``contain_dontcare``: id 255
+    goes to index ``num_classes``, and id ``num_classes`` itself, which the reference's loader
+    produces from 255, is accepted too), then the instance-edge channel when ``use_instance``.
+
+    Args:
+        label: integer [N, H, W] class ids.
+        instance: integer [N, H, W] instance ids; required iff the config uses instance maps.
+        config: a ``Config`` or ``ModelConfig``.
+        validate: check the ids (an out-of-range or negative id is an ``InvalidArgumentError``
+            naming the value and the allowed range).
+        dtype: output dtype.
+
+    Returns:
+        NHWC [N, H, W, semantic_channels] tensor of 0/1 values.
+    """
+    model = _model_config(config)
+    label = tf.convert_to_tensor(label)
+    _check_integer(label, "label")
+    if label.shape.rank != 3:
+        raise ValueError(f"label must be [N, H, W], got shape {label.shape}")
+    if model.use_instance and instance is None:
+        raise ValueError("this config uses instance maps (model.use_instance=true): pass instance=")
+    if not model.use_instance and instance is not None:
+        raise ValueError("this config does not use instance maps (model.use_instance=false), "
+                         "but an instance map was given")
+    label = tf.cast(label, tf.int32)
+    deps = [validate_labels(label, model)] if validate else []
+    with tf.control_dependencies(deps):
+        index = label
+        if model.contain_dontcare:
+            index = tf.where(tf.equal(label, DONTCARE_ID), model.num_classes, label)
+        onehot = tf.one_hot(index, model.num_label_channels, dtype=dtype)
+    if not model.use_instance:
+        return onehot
+    instance = tf.convert_to_tensor(instance)
+    _check_integer(instance, "instance")
+    if instance.shape.rank != 3:
+        raise ValueError(f"instance must be [N, H, W], got shape {instance.shape}")
+    shape_check = tf.debugging.assert_equal(
+        tf.shape(instance), tf.shape(label),
+        message="instance map and label map must have the same [N, H, W] shape")
+    with tf.control_dependencies([shape_check]):
+        edges = tf.cast(instance_edges(instance), dtype)[..., None]
+    return tf.concat([onehot, edges], axis=-1)
