@@ -65,18 +65,30 @@ class NLayerDiscriminator(keras.layers.Layer):
 
         init = dict(init_type=self.init_type, init_gain=self.init_gain)
         nf = self.base_filters
-        self.convs = [TorchConv2D(nf, KERNEL, strides=2, padding=PADDING, name="model0", **init)]
-        self.norms = [None]
+        # Named attributes, not lists: Keras 3 lists are invisible to tf.train.Checkpoint.
+        self.model0 = TorchConv2D(nf, KERNEL, strides=2, padding=PADDING, name="model0", **init)
+        self.model0_norm = None
         use_bias = self.norm == LayerNorm.NONE.value
         for n in range(1, self.num_layers):
             nf = min(nf * 2, 512)
             stride = 1 if n == self.num_layers - 1 else 2
-            self.convs.append(make_conv(self.spectral, nf, KERNEL, strides=stride, padding=PADDING,
-                                        use_bias=use_bias, name=f"model{n}", **init))
-            self.norms.append(make_layer_norm(self.norm, self.init_gain, name=f"model{n}_norm"))
-        self.convs.append(TorchConv2D(1, KERNEL, strides=1, padding=PADDING,
-                                      name=f"model{self.num_layers}", **init))
-        self.norms.append(None)
+            setattr(self, f"model{n}", make_conv(self.spectral, nf, KERNEL, strides=stride,
+                                                 padding=PADDING, use_bias=use_bias,
+                                                 name=f"model{n}", **init))
+            setattr(self, f"model{n}_norm",
+                    make_layer_norm(self.norm, self.init_gain, name=f"model{n}_norm"))
+        last = self.num_layers
+        setattr(self, f"model{last}", TorchConv2D(1, KERNEL, strides=1, padding=PADDING,
+                                                  name=f"model{last}", **init))
+        setattr(self, f"model{last}_norm", None)
+
+    @property
+    def convs(self) -> list:
+        return [getattr(self, f"model{i}") for i in range(self.num_layers + 1)]
+
+    @property
+    def norms(self) -> list:
+        return [getattr(self, f"model{i}_norm") for i in range(self.num_layers + 1)]
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -141,10 +153,14 @@ class MultiscaleDiscriminator(keras.Model):
         self.return_features = bool(return_features)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
-        self.discriminators = [
-            NLayerDiscriminator(self.base_filters, self.num_layers, self.norm, self.spectral,
-                                self.init_type, self.init_gain, name=f"discriminator_{i}")
-            for i in range(self.num_discriminators)]
+        for i in range(self.num_discriminators):  # attributes, not a list (see NLayerDiscriminator)
+            setattr(self, f"discriminator_{i}", NLayerDiscriminator(
+                self.base_filters, self.num_layers, self.norm, self.spectral, self.init_type,
+                self.init_gain, name=f"discriminator_{i}"))
+
+    @property
+    def discriminators(self) -> list:
+        return [getattr(self, f"discriminator_{i}") for i in range(self.num_discriminators)]
 
     def build(self, input_shape):
         n, h, w, c = input_shape

@@ -55,16 +55,26 @@ class ConvEncoder(keras.Model):
         nf = self.base_filters
         widths = [nf, 2 * nf, 4 * nf, 8 * nf, 8 * nf] + ([8 * nf] if self.crop_size >= 256 else [])
         use_bias = self.norm == LayerNorm.NONE.value  # the reference drops it before a norm
-        self.convs, self.norms = [], []
+        # Named attributes, not lists: Keras 3 lists are invisible to tf.train.Checkpoint.
+        self.num_layers = len(widths)
         for i, filters in enumerate(widths, start=1):
-            self.convs.append(make_conv(self.spectral, filters, 3, strides=2, padding=1,
-                                        use_bias=use_bias, init_type=self.init_type,
-                                        init_gain=self.init_gain, name=f"layer{i}"))
-            self.norms.append(make_layer_norm(self.norm, self.init_gain, name=f"layer{i}_norm"))
+            setattr(self, f"layer{i}", make_conv(
+                self.spectral, filters, 3, strides=2, padding=1, use_bias=use_bias,
+                init_type=self.init_type, init_gain=self.init_gain, name=f"layer{i}"))
+            setattr(self, f"layer{i}_norm",
+                    make_layer_norm(self.norm, self.init_gain, name=f"layer{i}_norm"))
         dense_init = make_initializer(self.init_type, self.init_gain)
         self.fc_mu = keras.layers.Dense(self.latent_dim, kernel_initializer=dense_init, name="fc_mu")
         self.fc_var = keras.layers.Dense(self.latent_dim, kernel_initializer=dense_init,
                                          name="fc_var")
+
+    @property
+    def convs(self) -> list:
+        return [getattr(self, f"layer{i}") for i in range(1, self.num_layers + 1)]
+
+    @property
+    def norms(self) -> list:
+        return [getattr(self, f"layer{i}_norm") for i in range(1, self.num_layers + 1)]
 
     @property
     def final_hw(self) -> int:

@@ -90,15 +90,21 @@ class SPADEGenerator(keras.Model):
         self.head_0 = SPADEResBlock(16 * nf, name="head_0", **block)
         self.G_middle_0 = SPADEResBlock(16 * nf, name="G_middle_0", **block)
         self.G_middle_1 = SPADEResBlock(16 * nf, name="G_middle_1", **block)
-        self.up_blocks = [SPADEResBlock(f, name=f"up_{i}", **block)
-                          for i, f in enumerate((8 * nf, 4 * nf, 2 * nf, nf))]
-        final_nc = nf
+        # Sublayers are plain attributes named like the reference's modules, never lists: Keras 3
+        # lists are invisible to tf.train.Checkpoint, whose object graph our checkpoints use.
+        widths = [8 * nf, 4 * nf, 2 * nf, nf]
         if self.num_upsampling_layers == Upsampling.MOST.value:
-            self.up_blocks.append(SPADEResBlock(nf // 2, name="up_4", **block))
-            final_nc = nf // 2
-        self.final_nc = final_nc
+            widths.append(nf // 2)
+        self.num_up_blocks = len(widths)
+        for i, f in enumerate(widths):
+            setattr(self, f"up_{i}", SPADEResBlock(f, name=f"up_{i}", **block))
+        self.final_nc = widths[-1]
         self.conv_img = TorchConv2D(3, 3, padding=1, name="conv_img", **init)
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+
+    @property
+    def up_blocks(self) -> list[SPADEResBlock]:
+        return [getattr(self, f"up_{i}") for i in range(self.num_up_blocks)]
 
     @property
     def blocks(self) -> list[SPADEResBlock]:

@@ -86,9 +86,13 @@ def save_networks(networks: SPADENetworks, config: Config, out_dir: str | os.Pat
     return out
 
 
-def load_networks(path: str | os.PathLike, *, generator=True, discriminator=True,
+def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None,
                   encoder=None) -> tuple[SPADENetworks, Config]:
-    """Loads a checkpoint folder written by ``save_networks`` (or a training run's folder)."""
+    """Loads a checkpoint folder written by ``save_networks`` (or a training run's folder).
+
+    Each of ``generator`` / ``discriminator`` / ``encoder``: ``None`` loads it iff the checkpoint
+    holds it, ``True`` requires it, ``False`` skips it.
+    """
     path = Path(path)
     cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
@@ -100,10 +104,21 @@ def load_networks(path: str | os.PathLike, *, generator=True, discriminator=True
         if latest is None:
             raise FileNotFoundError(f"{path}: no checkpoint found (expected {prefix}.index)")
         prefix = Path(latest)
-    nets = build_networks(config, generator=generator, discriminator=discriminator, encoder=encoder)
+    try:
+        stored = {k.split("/", 1)[0] for k in tf.train.load_checkpoint(str(prefix))
+                  .get_variable_to_shape_map()}
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ValueError(f"{prefix}: unreadable checkpoint: {type(e).__name__}: {e}") from None
+    wanted = {}
+    for name, want in (("generator", generator), ("discriminator", discriminator),
+                       ("encoder", encoder)):
+        if want and name not in stored:
+            raise ValueError(f"{prefix}: holds no {name} (it has: {', '.join(sorted(stored))})")
+        wanted[name] = name in stored if want is None else bool(want)
+    nets = build_networks(config, **wanted)
     try:
         status = tf.train.Checkpoint(**nets.as_dict()).read(str(prefix))
-        status.expect_partial()
+        status.expect_partial()  # training checkpoints also hold optimizers and counters
         status.assert_existing_objects_matched()
     except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
         raise ValueError(f"{prefix}: cannot restore the networks: {type(e).__name__}: {e}") from None

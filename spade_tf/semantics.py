@@ -58,17 +58,20 @@ def validate_labels(label, model: ModelConfig):
         valid = valid | tf.equal(label, DONTCARE_ID) | tf.equal(label, n)
         allowed = f"[0, {n}] ({n} = dontcare) or {DONTCARE_ID} (dontcare)"
     all_valid = tf.reduce_all(valid)
+    detail = f"allowed ids are {allowed} (num_classes={n}, contain_dontcare={model.contain_dontcare})"
+    if tf.executing_eagerly():
+        if not bool(all_valid):
+            bad = int(tf.boolean_mask(label, tf.logical_not(valid))[0])
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"label id out of range: found {bad}; {detail}")
+        return None
 
     def bad_value():
-        bad = tf.boolean_mask(label, tf.logical_not(valid))
-        return tf.cast(bad[0], tf.int64)
+        return tf.cast(tf.boolean_mask(label, tf.logical_not(valid))[0], tf.int64)
 
     first_bad = tf.cond(all_valid, lambda: tf.constant(0, tf.int64), bad_value)
-    return tf.debugging.Assert(
-        all_valid,
-        ["label id out of range: found", first_bad, f"; allowed ids are {allowed} "
-         f"(num_classes={n}, contain_dontcare={model.contain_dontcare})"],
-        summarize=1, name="validate_labels")
+    return tf.debugging.Assert(all_valid, ["label id out of range: found", first_bad, f"; {detail}"],
+                               summarize=1, name="validate_labels")
 
 
 def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float32):
@@ -101,6 +104,7 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
                          "but an instance map was given")
     label = tf.cast(label, tf.int32)
     deps = [validate_labels(label, model)] if validate else []
+    deps = [d for d in deps if d is not None]
     with tf.control_dependencies(deps):
         index = label
         if model.contain_dontcare:

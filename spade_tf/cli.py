@@ -1,0 +1,131 @@
+"""``spade-tf``: the command line. Every command is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Quiet TensorFlow's C++ start-up banner unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", required=required, metavar="NAME_OR_PATH",
+                   help="a preset name (ade20k, cityscapes, coco_stuff, facades, custom, tiny) "
+                        "or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. --set model.num_classes=20 (repeatable)")
+
+
+def cmd_config(args) -> int:
+    import yaml
+
+    from spade_tf.config import config_to_dict, load_config
+
+    config = load_config(args.config, args.overrides)
+    sys.stdout.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    m = config.model
+    print(f"# semantic channels: {m.semantic_channels}; latent (sh, sw): {m.latent_hw}; "
+          f"output (H, W): {m.output_hw}")
+    return 0
+
+
+def import_official(generator, out, *, discriminator=None, encoder=None, opt_file=None,
+                    config=None, overrides=(), overwrite=False):
+    """Reads official ``.pth`` (or ``.npz``) state dicts and writes a spade-tf checkpoint folder.
+
+    Returns ``(networks, config, out_path)``.
+    """
+    from spade_tf.config import load_config, merge_into, parse_override
+    from spade_tf.convert import (config_from_official, from_official, parse_opt_file,
+                                  read_state_dict)
+    from spade_tf.networks import save_networks
+
+    if (opt_file is None) == (config is None):
+        raise ValueError("give exactly one of --opt-file (the official opt.txt) or --config")
+    if opt_file is not None:
+        cfg = config_from_official(parse_opt_file(opt_file))
+        for text in overrides:
+            cfg = merge_into(cfg, parse_override(text), where=f"override {text!r}")
+    else:
+        cfg = load_config(config, overrides)
+    state = {"netG": read_state_dict(generator)} if generator else {}
+    if discriminator:
+        state["netD"] = read_state_dict(discriminator)
+    if encoder:
+        state["netE"] = read_state_dict(encoder)
+    if not state:
+        raise ValueError("nothing to import: give --generator and/or --discriminator / --encoder")
+    nets = from_official(state, cfg)
+    path = save_networks(nets, cfg, out, overwrite=overwrite)
+    return nets, cfg, path
+
+
+def cmd_import_official(args) -> int:
+    nets, cfg, path = import_official(
+        args.generator, args.out, discriminator=args.discriminator, encoder=args.encoder,
+        opt_file=args.opt_file, config=args.config, overrides=args.overrides,
+        overwrite=args.overwrite)
+    for name, n in nets.param_counts().items():
+        print(f"imported {name}: {n:,} parameters")
+    m = cfg.model
+    print(f"config: {m.num_classes} classes, semantic channels {m.semantic_channels}, "
+          f"output {m.output_hw[0]}x{m.output_hw[1]}, ngf {m.base_filters}, vae {m.use_vae}")
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spade-tf",
+        description="SPADE / GauGAN semantic image synthesis in TensorFlow / Keras "
+                    "(number for number with NVlabs/SPADE).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print a resolved config (preset or file plus overrides)",
+                       description="Print the fully resolved config as YAML.")
+    _add_config_args(p, required=False)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "import-official", help="convert official NVlabs/SPADE .pth checkpoints",
+        description="Convert official NVlabs/SPADE checkpoints (latest_net_G.pth, _D, _E) into a "
+                    "spade-tf checkpoint folder. .pth files are read with "
+                    "torch.load(weights_only=True) and need the 'torch' extra; .npz files with "
+                    "the same keys need nothing. Every missing, unexpected or mis-shaped key is "
+                    "reported at once.",
+        epilog="example: spade-tf import-official --generator ckpt/ade20k/latest_net_G.pth "
+               "--opt-file ckpt/ade20k/opt.txt --out runs/ade20k_official")
+    p.add_argument("--generator", metavar="G.pth", help="the official generator state dict")
+    p.add_argument("--discriminator", metavar="D.pth", help="the official discriminator state dict")
+    p.add_argument("--encoder", metavar="E.pth", help="the official encoder state dict (VAE models)")
+    p.add_argument("--opt-file", metavar="opt.txt",
+                   help="the official opt.txt of the checkpoint (maps its options to our config)")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
+    p.set_defaults(func=cmd_import_official)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, TypeError) as e:
+        print(f"spade-tf {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

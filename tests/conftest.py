@@ -1,0 +1,113 @@
+"""Shared fixtures. Networks are built once per session.
+
+The reference material lives in ``../shared`` beside the repository; set ``SPADE_TF_SHARED`` to
+point elsewhere. Tests that need it are skipped, with the path in the reason, when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPADE_TF_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "reference" / "fixtures"
+
+
+def nchw_to_nhwc(x):
+    return np.transpose(x, (0, 2, 3, 1))
+
+
+class Fixture:
+    """An official-parity ``.npz``: its arrays, meta, and the state dict per net."""
+
+    def __init__(self, path: Path):
+        with np.load(path) as z:
+            self.arrays = {k: z[k] for k in z.files}
+        self.meta = json.loads(str(self.arrays["meta"]))
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+        for k, v in self.arrays.items():
+            if k.startswith("sd/"):
+                _, net, key = k.split("/", 2)
+                self.state.setdefault(net, {})[key] = v
+
+    def __getitem__(self, key):
+        return self.arrays[key]
+
+    def keys(self, prefix):
+        return sorted(k for k in self.arrays if k.startswith(prefix))
+
+
+def _fixture(name) -> Fixture:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"parity fixture {path} is absent (set SPADE_TF_SHARED to the shared folder)")
+    return Fixture(path)
+
+
+@pytest.fixture(scope="session")
+def fix_a() -> Fixture:
+    return _fixture("spade_fixA_normal.npz")
+
+
+@pytest.fixture(scope="session")
+def fix_c() -> Fixture:
+    return _fixture("spade_fixC_vae_normal.npz")
+
+
+def import_fixture(fx: Fixture):
+    from spade_tf.convert import config_from_official, from_official
+
+    config = config_from_official(fx.meta["opt"])
+    return from_official(fx.state, config), config
+
+
+@pytest.fixture(scope="session")
+def nets_a(fix_a):
+    """Fixture A imported (eval-mode tests only: a training forward would change u, v, BN)."""
+    return import_fixture(fix_a)
+
+
+@pytest.fixture(scope="session")
+def nets_c(fix_c):
+    return import_fixture(fix_c)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from spade_tf.config import load_config
+
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_config():
+    from spade_tf.config import load_config
+
+    return load_config("tiny", ["model.use_vae=true"])
+
+
+@pytest.fixture(scope="session")
+def tiny_nets(tiny_vae_config):
+    """Tiny G (VAE), D and E, random weights."""
+    import keras
+
+    from spade_tf.networks import build_networks
+
+    keras.utils.set_random_seed(1)
+    return build_networks(tiny_vae_config, seed=3)
+
+
+def run_python(code: str, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter (own TF runtime) and returns the finished process."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=str(REPO))
