@@ -39,7 +39,7 @@ def import_official(generator, out, *, discriminator=None, encoder=None, opt_fil
 
     Returns ``(networks, config, out_path)``.
     """
-    from spade_tf.config import load_config, merge_into, parse_override
+    from spade_tf.config import apply_overrides, load_config
     from spade_tf.convert import (config_from_official, from_official, parse_opt_file,
                                   read_state_dict)
     from spade_tf.networks import save_networks
@@ -47,9 +47,7 @@ def import_official(generator, out, *, discriminator=None, encoder=None, opt_fil
     if (opt_file is None) == (config is None):
         raise ValueError("give exactly one of --opt-file (the official opt.txt) or --config")
     if opt_file is not None:
-        cfg = config_from_official(parse_opt_file(opt_file))
-        for text in overrides:
-            cfg = merge_into(cfg, parse_override(text), where=f"override {text!r}")
+        cfg = apply_overrides(config_from_official(parse_opt_file(opt_file)), overrides)
     else:
         cfg = load_config(config, overrides)
     state = {"netG": read_state_dict(generator)} if generator else {}

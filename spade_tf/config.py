@@ -435,9 +435,19 @@ def load_config(name_or_path: str | os.PathLike | None = None,
     A YAML file may start from another one with ``base: NAME_OR_PATH``.
     """
     config = Config() if name_or_path is None else _load_file(_resolve(name_or_path), ())
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Applies ``section.key=value`` overrides together (validated once, after all of them)."""
+    if not overrides:
+        return config
+    merged: dict[str, dict[str, Any]] = {}
     for text in overrides:
-        config = merge_into(config, parse_override(text), where=f"override {text!r}")
-    return config
+        for section, values in parse_override(text).items():
+            merged.setdefault(section, {}).update(values)
+    where = "override " + ", ".join(repr(t) for t in overrides)
+    return merge_into(config, merged, where=where)
 
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:
