@@ -33,7 +33,7 @@ fi
 STAMP="$VENV/.spade-tf-install"
 WANT="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $EXTRAS ${MORE[*]:-}"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  echo "setup: installing spade-tf[$EXTRAS] ${MORE[*]:-}(a minute or two the first time)"
+  echo "setup: installing spade-tf[$EXTRAS] ${MORE[*]:-} (a minute or two the first time)"
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[$EXTRAS]" "${MORE[@]}"
   echo "$WANT" > "$STAMP"
 fi

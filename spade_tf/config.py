@@ -399,7 +399,7 @@ def preset_names() -> list[str]:
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
         return p

@@ -378,7 +378,7 @@ _IGNORED = {
     "which_epoch", "load_from_opt_file", "cache_filelist_write", "cache_filelist_read",
     "output_nc", "netG", "netD", "netE", "nef", "no_pairing_check", "results_dir", "how_many",
     "coco_no_portraits", "no_vgg_loss", "netD_subarch", "use_amp", "optimizer", "ntest",
-    "label_dir", "instance_dir", "image_dir", "no_TTUR", "total_epochs",
+    "total_epochs",
 }
 
 
@@ -394,9 +394,8 @@ def config_from_official(options: Mapping[str, Any], base: Config | None = None)
     for name, value in options.items():
         if name in _DIRECT:
             section, field, convert = _DIRECT[name]
-            if value is None or (isinstance(value, str) and value in ("", "None") and
-                                 section == "data" and field.endswith(("root", "_dir"))):
-                continue
+            if value is None or (section == "data" and str(value) in ("", "None")):
+                continue  # an unset path option
             try:
                 updates.setdefault(section, {})[field] = convert(value)
             except ValueError as e:

@@ -115,7 +115,7 @@ class SPADEGenerator(keras.Model):
         return self.num_upsampling_layers in (Upsampling.MORE.value, Upsampling.MOST.value)
 
     def build(self, semantics_shape, z_shape=None):
-        n, h, w = semantics_shape[0], semantics_shape[1], semantics_shape[2]
+        n = semantics_shape[0]
         sh, sw = self.latent_hw
         nf = self.base_filters
         if self.use_vae:
@@ -134,7 +134,6 @@ class SPADEGenerator(keras.Model):
             blk.build(tuple(shape), semantics_shape)
             shape[3] = blk.filters
         self.conv_img.build(tuple(shape))
-        del h, w
 
     def sample_z(self, batch_size):
         return keras.random.normal((batch_size, self.z_dim), seed=self.seed_generator)

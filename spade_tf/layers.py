@@ -69,16 +69,18 @@ def legacy_nearest_resize(x, size):
     top-left of each k x k block. ``tf.image.resize(..., 'nearest')`` uses half-pixel centres and
     picks other pixels, so it must not be used for label maps (spec §1, step 2).
     """
-    out_h, out_w = int(size[0]), int(size[1])
+    out_h, out_w = size[0], size[1]
     in_h, in_w = x.shape[1], x.shape[2]
-    if in_h is None or in_w is None:  # dynamic spatial size: compute the indices in the graph
+    static = all(isinstance(s, (int, np.integer)) for s in (out_h, out_w, in_h, in_w))
+    if not static:  # dynamic sizes: the same float32 index arithmetic, in the graph
         shape = tf.shape(x)
         for axis, out in ((1, out_h), (2, out_w)):
             n = shape[axis]
-            scale = tf.cast(n, tf.float32) / float(out)
-            idx = tf.cast(tf.floor(tf.range(out, dtype=tf.float32) * scale), tf.int32)
+            scale = tf.cast(n, tf.float32) / tf.cast(out, tf.float32)
+            idx = tf.cast(tf.floor(tf.cast(tf.range(out), tf.float32) * scale), tf.int32)
             x = tf.gather(x, tf.minimum(idx, n - 1), axis=axis)
         return x
+    out_h, out_w = int(out_h), int(out_w)
     if (in_h, in_w) == (out_h, out_w):
         return x
     if in_h % out_h == 0 and in_w % out_w == 0:  # integer down-factor: a strided slice is exact

@@ -46,6 +46,8 @@ def _check_integer(x, name):
 def validate_labels(label, model: ModelConfig):
     """Raises ``InvalidArgumentError`` naming the first bad id and the allowed range.
 
+    Eagerly it raises at once and returns None; in a graph it returns the assert op to depend on.
+
     ``tf.one_hot`` turns an out-of-range or negative id into an all-zero vector without a word;
     the reference crashes with a CUDA scatter error. This check works eagerly and inside graphs.
     """
@@ -103,9 +105,8 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
         raise ValueError("this config does not use instance maps (model.use_instance=false), "
                          "but an instance map was given")
     label = tf.cast(label, tf.int32)
-    deps = [validate_labels(label, model)] if validate else []
-    deps = [d for d in deps if d is not None]
-    with tf.control_dependencies(deps):
+    check = validate_labels(label, model) if validate else None  # None when eager (raised there)
+    with tf.control_dependencies([check] if check is not None else []):
         index = label
         if model.contain_dontcare:
             index = tf.where(tf.equal(label, DONTCARE_ID), model.num_classes, label)

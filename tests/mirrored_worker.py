@@ -62,19 +62,19 @@ def main(spade_norm: str) -> None:
     def replica_values(var):
         return [np.asarray(t) for t in strategy.experimental_local_results(var.value)]
 
-    uv_spread, uv_vs_single, bn_spread, bn_vs_single = 0.0, 0.0, 0.0, 0.0
-    for m_layer, s_layer in zip(layers_of(mirrored, SpectralConv2D), layers_of(single, SpectralConv2D)):
-        for name in ("u", "v"):
-            vals = replica_values(getattr(m_layer, name))
-            uv_spread = max(uv_spread, float(np.max(np.abs(vals[0] - vals[1]))))
-            uv_vs_single = max(uv_vs_single, float(np.max(np.abs(
-                vals[0] - getattr(s_layer, name).numpy()))))
-    for m_layer, s_layer in zip(layers_of(mirrored, TorchBatchNorm), layers_of(single, TorchBatchNorm)):
-        for name in ("moving_mean", "moving_variance"):
-            vals = replica_values(getattr(m_layer, name))
-            bn_spread = max(bn_spread, float(np.max(np.abs(vals[0] - vals[1]))))
-            bn_vs_single = max(bn_vs_single, float(np.max(np.abs(
-                vals[0] - getattr(s_layer, name).numpy()))))
+    def compare(cls, names):
+        """(max difference between the 2 replicas, max difference replica 0 vs one device)."""
+        spread = vs_single = 0.0
+        for m_layer, s_layer in zip(layers_of(mirrored, cls), layers_of(single, cls)):
+            for name in names:
+                vals = replica_values(getattr(m_layer, name))
+                spread = max(spread, float(np.max(np.abs(vals[0] - vals[1]))))
+                vs_single = max(vs_single, float(np.max(np.abs(
+                    vals[0] - getattr(s_layer, name).numpy()))))
+        return spread, vs_single
+
+    uv_spread, uv_vs_single = compare(SpectralConv2D, ("u", "v"))
+    bn_spread, bn_vs_single = compare(TorchBatchNorm, ("moving_mean", "moving_variance"))
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "num_spectral_layers": len(layers_of(mirrored, SpectralConv2D)),

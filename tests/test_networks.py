@@ -41,6 +41,16 @@ def test_vae_generator_draws_z_from_its_seed_generator(tiny_nets, tiny_vae_confi
     assert not np.allclose(a, b)  # fresh noise every call, not a fixed seed
 
 
+def test_dynamic_spatial_shapes_give_the_same_output(tiny_nets, tiny_vae_config):
+    sem, image = _tiny_batch(tiny_vae_config)
+    z = tf.random.normal((2, tiny_vae_config.model.z_dim))
+    channels = tiny_vae_config.model.semantic_channels
+    fn = tf.function(lambda s, zz: tiny_nets.generator(s, z=zz),
+                     input_signature=[tf.TensorSpec((None, None, None, channels)),
+                                      tf.TensorSpec((None, tiny_vae_config.model.z_dim))])
+    np.testing.assert_allclose(fn(sem, z).numpy(), tiny_nets.generator(sem, z=z).numpy(), atol=1e-6)
+
+
 def test_wrong_semantic_size_is_a_clear_error(tiny_nets, tiny_vae_config):
     sem, _ = _tiny_batch(tiny_vae_config)
     with pytest.raises(ValueError, match=r"spatial size \(32, 32\).*produces \(64, 64\)"):
