@@ -14,7 +14,6 @@ import dataclasses
 import difflib
 import enum
 import os
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -93,6 +92,7 @@ class DatasetPreset(StrEnum):
     COCO_STUFF = "coco_stuff"
     FACADES = "facades"
     CUSTOM = "custom"
+    SYNTHSCAPES = "synthscapes"  # built-in procedural landscapes (spade_tf.data.synthscapes)
 
 
 class Preprocess(StrEnum):
@@ -211,13 +211,24 @@ class DataConfig:
     label_dir: Optional[str] = None  # --label_dir (custom)
     image_dir: Optional[str] = None  # --image_dir (custom)
     instance_dir: Optional[str] = None  # --instance_dir (custom)
+    file_list: Optional[str] = None  # text file of label paths relative to root, one per line
     preprocess: Preprocess = Preprocess.SCALE_WIDTH_AND_CROP  # --preprocess_mode
     load_size: int = 1024  # --load_size
     flip: bool = True  # not --no_flip
+    max_image_pixels: int = 40_000_000  # refuse to decode larger images (decompression bombs)
+    skip_bad_files: bool = False  # skip corrupt files (counted and reported) instead of failing
+    synth_train_size: int = 2000  # synthscapes: examples in the train split
+    synth_val_size: int = 200  # synthscapes: examples in the val split
+    parallel_calls: int = -1  # tf.data decode parallelism (-1 = AUTOTUNE)
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "data")
         _require(self.load_size >= 1, "data.load_size", self.load_size, "must be >= 1")
+        _require(self.max_image_pixels >= 1, "data.max_image_pixels", self.max_image_pixels,
+                 "must be >= 1")
+        _require(self.synth_train_size >= 1 and self.synth_val_size >= 1,
+                 "data.synth_train_size/synth_val_size", (self.synth_train_size,
+                                                         self.synth_val_size), "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,16 +463,8 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:
     """Writes the resolved config as YAML, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from spade_tf.fileio import atomic_write_text
+
     text = "# Resolved spade-tf config (every field).\n" + yaml.safe_dump(
         config_to_dict(config), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)

@@ -43,6 +43,18 @@ def _check_integer(x, name):
                         f"integers, and a float map would be truncated silently")
 
 
+def invalid_label_ids(label, model: ModelConfig):
+    """The distinct ids of a numpy label map that ``to_semantics`` would reject (sorted)."""
+    import numpy as np
+
+    ids = np.unique(np.asarray(label))
+    n = model.num_classes
+    ok = (ids >= 0) & (ids < n)
+    if model.contain_dontcare:
+        ok |= (ids == n) | (ids == DONTCARE_ID)
+    return ids[~ok]
+
+
 def validate_labels(label, model: ModelConfig):
     """Raises ``InvalidArgumentError`` naming the first bad id and the allowed range.
 

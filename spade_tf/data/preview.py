@@ -1,0 +1,53 @@
+"""Contact sheets: colourised label maps beside their photos, as one PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from spade_tf.config import Config
+from spade_tf.data.labels import colorize
+from spade_tf.fileio import atomic_path
+
+
+def sheet_image(labels, photos, config: Config, columns: int = 4) -> Image.Image:
+    """A grid of [colourised label | photo] cells. ``photos`` are uint8 or float in [-1, 1]."""
+    cells = []
+    for label, photo in zip(labels, photos):
+        photo = np.asarray(photo)
+        if photo.dtype != np.uint8:
+            photo = np.clip((photo + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        cells.append(np.concatenate([colorize(label, config), photo], axis=1))
+    if not cells:
+        raise ValueError("nothing to show")
+    h, w = cells[0].shape[:2]
+    rows = (len(cells) + columns - 1) // columns
+    pad = 4
+    grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, 3), 255, np.uint8)
+    for i, cell in enumerate(cells):
+        r, c = divmod(i, columns)
+        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = cell
+    return Image.fromarray(grid)
+
+
+def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
+    """Saves atomically (temporary file in the same folder, then rename)."""
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def dataset_sheet(config: Config, split: str, out: str | os.PathLike, count: int = 16,
+                  columns: int = 4, source=None) -> Path:
+    """Writes a contact sheet of the first ``count`` examples the pipeline yields for ``split``."""
+    from spade_tf.data.pipeline import build_dataset
+
+    ds = build_dataset(config, split, batch_size=1, training=False, source=source)
+    labels, photos = [], []
+    for batch in ds.take(count):
+        labels.append(batch["label"][0].numpy())
+        photos.append(batch["image"][0].numpy())
+    return save_png(sheet_image(labels, photos, config, columns), out)
