@@ -294,14 +294,26 @@ def _coerce_enums(obj: Any, section: str) -> None:
             object.__setattr__(obj, name, tp.parse(getattr(obj, name), f"{section}.{name}"))
 
 
+class _RawOverride(str):
+    """The text of a ``key=value`` override, interpreted by the field's type in _check_value."""
+
+
 def _check_value(tp: Any, value: Any, where: str) -> Any:
     """Validates (and lightly coerces) one YAML value against a dataclass field type."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None or (isinstance(value, _RawOverride) and value.strip() in ("", "null", "~")):
             return None
         return _check_value(args[0], value, where)
+    if isinstance(value, _RawOverride):
+        if tp is str or (isinstance(tp, type) and issubclass(tp, StrEnum)):
+            value = str(value).strip()  # paths and names as typed (e.g. "{split}_img")
+        else:
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ValueError(f"{where}: cannot parse {str(value)!r}: {e}") from None
     if isinstance(tp, type) and issubclass(tp, StrEnum):
         return tp.parse(value, where)
     if tp is bool:
@@ -377,18 +389,18 @@ def merge_into(config: Config, updates: Mapping[str, Any], where: str = "config"
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:
-    """``'model.base_filters=32'`` -> ``{'model': {'base_filters': 32}}`` (value parsed as YAML)."""
+    """``'model.base_filters=32'`` -> ``{'model': {'base_filters': '32'}}``.
+
+    The value stays text until it meets its field: string fields take it as typed, other fields
+    parse it as YAML (``32``, ``1e-3``, ``true``, ``null``).
+    """
     if "=" not in text:
         raise ValueError(f"override {text!r}: expected section.key=value, e.g. model.base_filters=32")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"override {text!r}: the key must be section.key, e.g. train.batch_size")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ValueError(f"override {text!r}: cannot parse the value: {e}") from None
-    return {parts[0]: {parts[1]: value}}
+    return {parts[0]: {parts[1]: _RawOverride(raw)}}
 
 
 # --------------------------------------------------------------------------- files

@@ -24,6 +24,7 @@ def sheet_image(labels, photos, config: Config, columns: int = 4) -> Image.Image
     if not cells:
         raise ValueError("nothing to show")
     h, w = cells[0].shape[:2]
+    columns = min(columns, len(cells))
     rows = (len(cells) + columns - 1) // columns
     pad = 4
     grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, 3), 255, np.uint8)
