@@ -84,6 +84,14 @@ class GanMode(StrEnum):
     W = "w"
 
 
+class Precision(StrEnum):
+    """Keras dtype policy for training."""
+
+    FLOAT32 = "float32"
+    MIXED_FLOAT16 = "mixed_float16"  # with dynamic loss scaling
+    MIXED_BFLOAT16 = "mixed_bfloat16"
+
+
 class DatasetPreset(StrEnum):
     """``--dataset_mode`` (``coco`` is called ``coco_stuff`` here)."""
 
@@ -244,8 +252,20 @@ class TrainConfig:
     niter_decay: int = 0  # --niter_decay: epochs of linear decay to 0 after niter
     d_steps_per_g: int = 1  # --D_steps_per_G
     seed: int = 0  # seeds weights, noise and data order
+    precision: Precision = Precision.FLOAT32  # dtype policy (mixed precision on GPUs)
+    jit_compile: bool = False  # XLA; set explicitly (Keras' "auto" differs between CPU and GPU)
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism (slower)
+    checkpoint_every: int = 500  # steps between checkpoints (also at every epoch end)
+    keep_checkpoints: int = 3  # checkpoints kept on disk
+    log_every: int = 50  # steps between TensorBoard scalars
+    sample_every: int = 500  # steps between sample grids (PNG and TensorBoard)
+    max_steps: Optional[int] = None  # stop after this many steps in all (default: all epochs)
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this long
 
     def __post_init__(self) -> None:
+        _coerce_enums(self, "train")
+        for name in ("checkpoint_every", "keep_checkpoints", "log_every", "sample_every"):
+            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
         for name in ("batch_size", "d_steps_per_g"):
             _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
         _require(self.lr > 0, "train.lr", self.lr, "must be > 0")

@@ -165,6 +165,13 @@ def make_source(config: Config, split: str, training: bool, source: Optional[str
     return records_source(config, split, training, source)
 
 
+def steps_per_epoch(config: Config, split: str = "train", batch_size: Optional[int] = None,
+                    source: Optional[str] = None) -> int:
+    """Full batches per training epoch (the reference drops the last partial batch)."""
+    src = make_source(config, split, True, source)
+    return src.count // (batch_size or config.train.batch_size)
+
+
 def build_dataset(config: Config, split: str = "train", *, batch_size: Optional[int] = None,
                   training: Optional[bool] = None, repeat: bool = False, start_epoch: int = 0,
                   skip_examples: int = 0, input_context: Optional[tf.distribute.InputContext] = None,
@@ -212,13 +219,18 @@ def build_dataset(config: Config, split: str = "train", *, batch_size: Optional[
         return (rng.permutation(n) if training else np.arange(n)).astype(np.int64)
 
     n_epochs = None if repeat else 1
+    # In training every epoch is exactly steps_per_epoch full batches (the remainder of each
+    # epoch's permutation is dropped), so step s is always (epoch s // spe, batch s % spe).
+    per_epoch = n - n % batch if training else n
+    if per_epoch == 0:
+        raise DataError(f"the {split} split has {n} example(s), fewer than one batch of {batch}")
     if src.stream is None:
         epochs = tf.data.Dataset.range(start_epoch, start_epoch + 1 if not repeat else 2**62)
         ds = epochs.flat_map(lambda e: tf.data.Dataset.from_tensor_slices(
-            tf.numpy_function(permutation, [e], tf.int64, stateful=False)))
+            tf.numpy_function(permutation, [e], tf.int64, stateful=False)).take(per_epoch))
     else:
         # Streams reshuffle each epoch from one seed: the sequence of epochs is still fixed.
-        ds = src.stream(seed + start_epoch, training).repeat(n_epochs)
+        ds = src.stream(seed + start_epoch, training).take(per_epoch).repeat(n_epochs)
     ds = ds.enumerate()  # (position in the stream, example index or encoded example)
     if skip_examples:
         ds = ds.skip(skip_examples)

@@ -13,6 +13,17 @@ from spade_tf.data.labels import colorize
 from spade_tf.fileio import atomic_path
 
 
+def rows_image(rows, pad: int = 4) -> np.ndarray:
+    """uint8 grid from rows of equally sized uint8 [H, W, 3] images, white gaps between."""
+    h, w = rows[0][0].shape[:2]
+    cols = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + pad) - pad, cols * (w + pad) - pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            grid[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = img
+    return grid
+
+
 def sheet_image(labels, photos, config: Config, columns: int = 4) -> Image.Image:
     """A grid of [colourised label | photo] cells. ``photos`` are uint8 or float in [-1, 1]."""
     cells = []
@@ -23,15 +34,8 @@ def sheet_image(labels, photos, config: Config, columns: int = 4) -> Image.Image
         cells.append(np.concatenate([colorize(label, config), photo], axis=1))
     if not cells:
         raise ValueError("nothing to show")
-    h, w = cells[0].shape[:2]
     columns = min(columns, len(cells))
-    rows = (len(cells) + columns - 1) // columns
-    pad = 4
-    grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, 3), 255, np.uint8)
-    for i, cell in enumerate(cells):
-        r, c = divmod(i, columns)
-        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = cell
-    return Image.fromarray(grid)
+    return Image.fromarray(rows_image([cells[i:i + columns] for i in range(0, len(cells), columns)]))
 
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:

@@ -1,0 +1,202 @@
+"""Keras callbacks for GauGAN training: schedule, checkpoints, preemption, NaN guard, logging."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from spade_tf.config import Config
+from spade_tf.gan import learning_rates
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def _step(model) -> int:
+    return int(model.iterations_done.numpy())
+
+
+class LearningRateSchedule(keras.callbacks.Callback):
+    """Sets both optimizers' rates at each epoch start from the epoch index alone, so the linear
+    decay after ``niter`` continues exactly after a resume (the reference loses it)."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+
+    def on_epoch_begin(self, epoch, logs=None):
+        g_lr, d_lr = learning_rates(self.config, epoch)
+        self.model.g_optimizer.learning_rate = g_lr
+        self.model.d_optimizer.learning_rate = d_lr
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training with ``TrainingDiverged`` when a logged loss is NaN or Inf. It runs before
+    the checkpoint callback, so nothing after the last good step is saved."""
+
+    def __init__(self, manager: tf.train.CheckpointManager | None = None):
+        super().__init__()
+        self.manager = manager
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+        if bad:
+            last = self.manager.latest_checkpoint if self.manager else None
+            raise TrainingDiverged(
+                f"step {_step(self.model)}: non-finite loss {bad}; training stopped. The last "
+                f"good checkpoint is {last or '(none saved yet)'}; lower train.lr or check the data.")
+
+
+class StopSignals:
+    """Turns SIGTERM / SIGINT (preemption, Ctrl-C) into a flag checked after each step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+        self.received = signum
+        print(f"\nsignal {signal.Signals(signum).name}: saving a checkpoint after this step",
+              flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves every ``every`` steps, at each epoch end, when training stops (limits) and when a
+    stop signal arrived (then it also stops training)."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, epoch_var: tf.Variable, every: int,
+                 signals: StopSignals | None = None):
+        super().__init__()
+        self.manager = manager
+        self.epoch_var = epoch_var
+        self.every = every
+        self.signals = signals
+        self.last_saved = None
+
+    def save(self):
+        step = _step(self.model)
+        if self.last_saved != step:
+            self.manager.save(checkpoint_number=step)
+            self.last_saved = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = _step(self.model)
+        if self.signals is not None and self.signals.received is not None:
+            self.model.stop_training = True
+        if step % self.every == 0 or self.model.stop_training:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_var.assign(epoch + 1)
+        self.save()
+
+
+class StepLog(keras.callbacks.Callback):
+    """Appends every finished step number to a text file (one per line)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_train_batch_end(self, batch, logs=None):
+        with open(self.path, "a") as f:
+            f.write(f"{_step(self.model)}\n")
+
+
+class Limits(keras.callbacks.Callback):
+    """Stops after ``max_steps`` steps in all, or after ``max_minutes`` of this process."""
+
+    def __init__(self, max_steps=None, max_minutes=None):
+        super().__init__()
+        self.max_steps = max_steps
+        self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.max_steps is not None and _step(self.model) >= self.max_steps:
+            self.model.stop_training = True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.model.stop_training = True
+
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """TensorBoard scalars (every loss, both learning rates) every ``log_every`` steps, and an
+    image grid (colourised label | generated | real) every ``sample_every`` steps, in TensorBoard
+    and as ``samples/step_XXXXXXXX.png`` in the run folder."""
+
+    def __init__(self, config: Config, workdir: Path, sample_batch: dict | None):
+        super().__init__()
+        self.config = config
+        self.workdir = Path(workdir)
+        self.sample_batch = sample_batch
+        self.writer = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+
+    def _lr(self, opt):
+        return float(keras.ops.convert_to_numpy(opt.learning_rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = _step(self.model)
+        t = self.config.train
+        if step % t.log_every == 0:
+            with self.writer.as_default(step=step):
+                for k, v in (logs or {}).items():
+                    tf.summary.scalar(f"loss/{k}", float(v))
+                tf.summary.scalar("lr/G", self._lr(self.model.g_optimizer))
+                tf.summary.scalar("lr/D", self._lr(self.model.d_optimizer))
+        if step % t.sample_every == 0:
+            self.write_samples(step)
+
+    def on_train_end(self, logs=None):
+        self.write_samples(_step(self.model))
+        self.writer.flush()
+
+    def write_samples(self, step: int):
+        if self.sample_batch is None:
+            return
+        from PIL import Image
+
+        from spade_tf.data.preview import save_png
+
+        grid = sample_grid(self.model, self.sample_batch, self.config)
+        save_png(Image.fromarray(grid), self.workdir / "samples" / f"step_{step:08d}.png")
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples/label|generated|real", grid[None], step=step)
+
+
+def sample_grid(model, batch: dict, config: Config) -> np.ndarray:
+    """uint8 grid, one row per example: colourised label | generated (eval mode) | real.
+    VAE models take their style from the real image, as the reference's test.py."""
+    from spade_tf.data.labels import colorize
+    from spade_tf.data.preview import rows_image
+
+    semantics = model.semantics(batch)
+    real = tf.convert_to_tensor(batch["image"])
+    fake, _ = model.generate(semantics, real, training=False)
+
+    def to_u8(x):
+        return np.clip((np.asarray(x, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+    rows = [[colorize(lab, config), to_u8(f), to_u8(r)]
+            for lab, f, r in zip(batch["label"].numpy(), fake.numpy(), real.numpy())]
+    return rows_image(rows)
