@@ -95,9 +95,9 @@ class Checkpointer(keras.callbacks.Callback):
         self.signals = signals
         self.last_saved = None
 
-    def save(self):
+    def save(self, force=False):
         step = _step(self.model)
-        if self.last_saved != step:
+        if force or self.last_saved != step:
             self.manager.save(checkpoint_number=step)
             self.last_saved = step
 
@@ -110,7 +110,7 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
-        self.save()
+        self.save(force=True)  # again if this step was just saved: the epoch counter moved
 
 
 class StepLog(keras.callbacks.Callback):

@@ -112,6 +112,89 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def launch_local_workers(argv: list[str], workers: int, env=None) -> int:
+    """Starts ``workers`` processes of ``spade-tf train`` on this machine, each with a TF_CONFIG
+    for a MultiWorkerMirroredStrategy cluster on 127.0.0.1; returns the worst exit code."""
+    import json
+    import subprocess
+
+    ports = _free_ports(workers)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(workers):
+        worker_env = dict(os.environ if env is None else env)
+        worker_env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen([sys.executable, "-m", "spade_tf.cli", *argv], env=worker_env))
+    codes = []
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(__import__("signal").SIGINT)
+        codes = [p.wait() for p in procs]
+    return max(codes, key=abs)
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from spade_tf.config import load_config
+
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes}")
+    config = load_config(args.config, overrides)
+    if args.workers and args.workers > 1:
+        argv = [a for a in sys.argv[1:]]
+        i = argv.index("--workers")
+        del argv[i:i + 2]
+        return launch_local_workers(argv, args.workers)
+    if args.dry_run:
+        from spade_tf.data.pipeline import steps_per_epoch
+        from spade_tf.networks import build_networks
+
+        spe = steps_per_epoch(config, "train")
+        counts = build_networks(config).param_counts()
+        t = config.train
+        print(f"config resolved; {spe} steps per epoch at batch {t.batch_size}; "
+              f"{t.niter + t.niter_decay} epochs = {spe * (t.niter + t.niter_decay)} steps"
+              + (f" (stopping at {t.max_steps})" if t.max_steps else ""))
+        for name, n in counts.items():
+            print(f"{name}: {n:,} parameters")
+        print("dry run: nothing trained")
+        return 0
+    from spade_tf.training import train
+
+    strategy, chief = None, True
+    if os.environ.get("TF_CONFIG"):
+        import tensorflow as tf
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+        chief = task.get("index", 0) == 0
+    result = train(config, args.workdir, strategy=strategy, resume_from=args.resume_from,
+                   command=["spade-tf", *sys.argv[1:]], chief=chief,
+                   verbose=1 if chief and sys.stdout.isatty() else 2)
+    if result.interrupted:
+        return 143 if result.interrupted == "SIGTERM" else 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spade-tf",
@@ -143,6 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
     p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser(
+        "train", help="train (or resume) a model with model.fit",
+        description="Train SPADE. Re-running the same command resumes at the next step from "
+                    "the latest checkpoint in --workdir (SIGTERM / Ctrl-C save one first). Under "
+                    "TF_CONFIG it runs as a MultiWorkerMirroredStrategy worker (worker 0 writes).",
+        epilog="example: spade-tf train --config synthscapes --workdir runs/synth --max-minutes 10")
+    _add_config_args(p, required=True)
+    p.add_argument("--workdir", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--resume-from", metavar="CKPT", help="a checkpoint prefix instead of the latest")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps in all")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="stop (with a checkpoint) after M minutes")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="start N local workers (MultiWorkerMirroredStrategy on 127.0.0.1)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve the config, check the data and build the networks; do not train")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "prepare-data", help="pack a folder dataset into sharded TFRecord files",
@@ -193,7 +293,8 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, TypeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, TypeError,
+            FloatingPointError) as e:
         # DataError is a ValueError: bad data names its file.
         print(f"spade-tf {args.command}: error: {e}", file=sys.stderr)
         return 1

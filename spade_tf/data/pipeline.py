@@ -231,7 +231,9 @@ def build_dataset(config: Config, split: str = "train", *, batch_size: Optional[
     else:
         # Streams reshuffle each epoch from one seed: the sequence of epochs is still fixed.
         ds = src.stream(seed + start_epoch, training).take(per_epoch).repeat(n_epochs)
-    ds = ds.enumerate()  # (position in the stream, example index or encoded example)
+    # (position in the stream since epoch 0, example index or encoded example): the position
+    # seeds each example's augmentation, so it must not restart when a resume starts later.
+    ds = ds.enumerate(start=start_epoch * per_epoch)
     if skip_examples:
         ds = ds.skip(skip_examples)
     if input_context is not None and input_context.num_input_pipelines > 1:

@@ -1,0 +1,246 @@
+"""Training: the step's losses, the schedule, distribution, exact resume, and failure handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, import_fixture, nchw_to_nhwc
+from spade_tf.config import load_config
+from spade_tf.gan import GauGAN, learning_rates
+
+# 8 synthscapes pairs at batch 2: 4 steps per epoch; niter 1 + niter_decay 2 = 12 steps in all,
+# so the learning-rate decay starts inside the run.
+TRAIN_YAML = """\
+base: tiny
+model:
+  num_classes: 9
+  contain_dontcare: false
+data:
+  dataset: synthscapes
+  load_size: 64
+  synth_train_size: 8
+  synth_val_size: 2
+train:
+  batch_size: 2
+  niter: 1
+  niter_decay: 2
+  checkpoint_every: 2
+  log_every: 2
+  sample_every: 5
+"""
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _cli(*args, **kwargs):
+    return [sys.executable, "-m", "spade_tf.cli", *args]
+
+
+@pytest.fixture()
+def train_cfg(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(TRAIN_YAML)
+    return path
+
+
+def _checkpoint_tensors(workdir):
+    prefix = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    reader = tf.train.load_checkpoint(prefix)
+    # save_counter counts saves (one more after an interruption): bookkeeping, not state.
+    return prefix, {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                    if k not in ("_CHECKPOINTABLE_OBJECT_GRAPH",
+                                 "save_counter/.ATTRIBUTES/VARIABLE_VALUE")}
+
+
+def _max_diff(a: dict, b: dict) -> tuple[float, str]:
+    assert set(a) == set(b)
+    worst, name = 0.0, ""
+    for k in a:
+        if a[k].dtype.kind in "fc":
+            d = float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) if a[k].size else 0.0
+        else:
+            d = float(np.any(a[k] != b[k]))
+        if d > worst:
+            worst, name = d, k
+    return worst, name
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def test_test_step_losses_match_fixture_a(fix_a):
+    nets, config = import_fixture(fix_a)
+    gan = GauGAN(config, networks=nets)
+    gan.compile()
+    batch = {"label": fix_a["in/label"][:, 0], "image": nchw_to_nhwc(fix_a["in/image"])}
+    logs = gan.evaluate(tf.data.Dataset.from_tensors(batch), return_dict=True, verbose=0)
+    assert set(logs) == {"GAN", "GAN_Feat", "D_Fake", "D_real"}
+    for name, value in logs.items():
+        ref = float(fix_a[f"loss/{name}"])
+        assert abs(value - ref) <= 1e-4 * abs(ref), (name, value, ref)
+
+
+def test_learning_rate_schedule_and_ttur():
+    c = load_config("tiny", ["train.lr=0.0002", "train.niter=2", "train.niter_decay=2"])
+    # Epochs 0..2 at lr (the decay is applied at the end of epochs > niter, as the reference).
+    assert [learning_rates(c, e) for e in range(5)] == [
+        (1e-4, 4e-4), (1e-4, 4e-4), (1e-4, 4e-4), (5e-5, 2e-4), (0.0, 0.0)]
+    c = load_config("tiny", ["train.ttur=false", "train.lr=0.0002"])
+    assert learning_rates(c, 0) == (2e-4, 2e-4)
+    from spade_tf.gan import make_optimizers
+
+    g, d = make_optimizers(c)
+    assert (float(g.beta_1), float(g.beta_2)) == (0.5, 0.999)
+    g, d = make_optimizers(load_config("tiny"))
+    assert (float(g.beta_1), float(g.beta_2)) == (0.0, 0.9)
+
+
+def test_train_dry_run(train_cfg, capsys):
+    from spade_tf.cli import main
+
+    assert main(["train", "--config", str(train_cfg), "--workdir", "unused", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 steps per epoch at batch 2; 3 epochs = 12 steps" in out and "nothing trained" in out
+
+
+# ----------------------------------------------------------------------------- distribution
+
+
+def _replicas(*flags):
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "replicas_worker.py"), *flags],
+                          capture_output=True, text=True, timeout=600, env=_env(), cwd=str(REPO))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_replicas_match_one_replica_after_a_full_step():
+    r = _replicas()
+    assert r["replicas"] == 2 and r["max_update"] > 1e-2  # the step really moved the weights
+    assert r["max_abs_diff"] <= 1e-5, r
+
+
+@pytest.mark.slow
+def test_without_loss_scaling_the_replica_test_fails():
+    r = _replicas("--no-scaling")
+    assert r["max_abs_diff"] > 1e-3, r  # so the test above can fail
+
+
+@pytest.mark.slow
+def test_two_loopback_workers_match_one_process(tmp_path, train_cfg):
+    common = ["train", "--config", str(train_cfg), "--max-steps", "2"]
+    single = subprocess.run(_cli(*common, "--workdir", str(tmp_path / "one")), env=_env(),
+                            capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run(_cli(*common, "--workdir", str(tmp_path / "two"), "--workers", "2"),
+                           env=_env(), capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    p1, a = _checkpoint_tensors(tmp_path / "one")
+    p2, b = _checkpoint_tensors(tmp_path / "two")
+    assert p1.endswith("ckpt-2") and p2.endswith("ckpt-2")
+    worst, name = _max_diff(a, b)
+    assert worst <= 1e-5, (worst, name)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+@pytest.mark.slow
+def test_sigterm_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_path, train_cfg):
+    common = ["train", "--config", str(train_cfg)]
+    full = subprocess.run(_cli(*common, "--workdir", str(tmp_path / "full")), env=_env(),
+                          capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    rng = random.Random()
+    kill_at = rng.randint(2, 8)
+    print(f"sending SIGTERM once step {kill_at} is logged")
+    work = tmp_path / "interrupted"
+    proc = subprocess.Popen(_cli(*common, "--workdir", str(work)), env=_env(), cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = work / "steps.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().split()) >= kill_at:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, (proc.returncode, err[-3000:])
+    stopped = int(log.read_text().split()[-1])
+    assert stopped < 12 and f"ckpt-{stopped}" in tf.train.latest_checkpoint(str(work / "checkpoints"))
+
+    again = subprocess.run(_cli(*common, "--workdir", str(work)), env=_env(), capture_output=True,
+                           text=True, timeout=600, cwd=str(REPO))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from" in again.stdout and f"at step {stopped}" in again.stdout
+    assert [int(s) for s in log.read_text().split()] == list(range(1, 13))  # each step once
+    full_state, resumed_state = _checkpoint_tensors(tmp_path / "full")[1], _checkpoint_tensors(work)[1]
+    assert len(full_state) > 500  # networks, both optimizers' slots, counters, noise states
+    worst, name = _max_diff(full_state, resumed_state)
+    print(f"stopped at {stopped}; max difference after resume: {worst} ({name or 'none'})")
+    assert worst <= 1e-6, (worst, name)
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+class _PoisonAt(keras.callbacks.Callback):
+    """Test helper: turns one generator weight into NaN after step ``step``."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.iterations_done.numpy()) == self.step:
+            w = self.model.generator.conv_img.kernel
+            w.assign(tf.fill(w.shape, float("nan")))
+
+
+@pytest.mark.slow
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    from spade_tf.callbacks import TrainingDiverged
+    from spade_tf.training import train
+
+    config = load_config(str(_write(tmp_path, TRAIN_YAML)))
+    with pytest.raises(TrainingDiverged, match=r"step 4: non-finite loss .*last good checkpoint is "
+                                               r".*ckpt-2"):
+        train(config, tmp_path / "run", extra_callbacks=[_PoisonAt(3)], verbose=0)
+    prefix, tensors = _checkpoint_tensors(tmp_path / "run")
+    assert prefix.endswith("ckpt-2")
+    assert all(np.all(np.isfinite(v)) for v in tensors.values() if v.dtype.kind == "f")
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_named_and_the_previous_one_still_restores(tmp_path):
+    from spade_tf.training import CheckpointError, train
+
+    config = load_config(str(_write(tmp_path, TRAIN_YAML)), ["train.max_steps=4"])
+    run = tmp_path / "run"
+    train(config, run, verbose=0)
+    data = next((run / "checkpoints").glob("ckpt-4.data-*"))
+    data.write_bytes(data.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"cannot restore checkpoint .*ckpt-4.*--resume-from"):
+        train(config, run, verbose=0)
+    result = train(config, run, resume_from=str(run / "checkpoints" / "ckpt-2"), verbose=0)
+    assert result.steps == 4
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
