@@ -221,7 +221,14 @@ class GauGAN(keras.Model):
         for name, value in values.items():
             weight = 1.0 if name in ("D_Fake", "D_real") else g_weight
             self.trackers[name].update_state(tf.cast(value, tf.float32), sample_weight=weight)
-        return {name: t.result() for name, t in self.trackers.items()}
+        logs = {name: t.result() for name, t in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces step logs across workers with strategy.reduce("MEAN", v, axis=0),
+            # which fails on scalars (keras-team/keras#20585): give them a leading axis of 1;
+            # the reduction returns scalars again. Together with the no-op _maybe_symbolic_build
+            # above, this is all that fit needs under MultiWorkerMirroredStrategy.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def call(self, semantics, training=False):
         return self.generator(semantics, training=training)

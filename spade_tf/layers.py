@@ -315,7 +315,10 @@ class TorchBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         c = int(input_shape[-1])
-        stat = dict(trainable=False, autocast=False, aggregation="mean")
+        # Synchronized statistics are identical on every replica: keep the first replica's
+        # (exact, as for spectral norm's u, v). Per-replica statistics are averaged.
+        aggregation = "only_first_replica" if self.synchronized else "mean"
+        stat = dict(trainable=False, autocast=False, aggregation=aggregation)
         self.moving_mean = self.add_weight(name="moving_mean", shape=(c,), initializer="zeros", **stat)
         self.moving_variance = self.add_weight(name="moving_variance", shape=(c,),
                                                initializer="ones", **stat)

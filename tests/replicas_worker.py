@@ -53,8 +53,9 @@ def main() -> None:
         for va, vb in zip(a.weights, b.weights):
             vb.assign(va.numpy())
     before = {v.path: v.numpy().copy() for v in single.generator.weights}
-    single.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
-    mirrored.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
+    steps = int(os.environ.get("REPLICAS_STEPS", "1"))
+    single.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    mirrored.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
     worst, worst_name, moved = 0.0, "", 0.0
     for net in ("generator", "discriminator"):
         for va, vb in zip(getattr(single, net).weights, getattr(mirrored, net).weights):
