@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +17,7 @@ import tensorflow as tf
 from spade_tf.config import Config, ModelConfig, load_config, save_config
 from spade_tf.discriminator import MultiscaleDiscriminator, discriminator_from_config
 from spade_tf.encoder import ConvEncoder, encoder_from_config
+from spade_tf.fileio import atomic_dir
 from spade_tf.generator import SPADEGenerator, generator_from_config
 from spade_tf.layers import count_params
 
@@ -69,21 +68,10 @@ def build_networks(config: Config | ModelConfig, *, generator=True, discriminato
 def save_networks(networks: SPADENetworks, config: Config, out_dir: str | os.PathLike,
                   overwrite: bool = False) -> Path:
     """Writes a checkpoint folder atomically: built beside ``out_dir``, then renamed into place."""
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out_dir, overwrite) as tmp:
         save_config(config, tmp / CONFIG_FILE)
         tf.train.Checkpoint(**networks.as_dict()).write(str(tmp / CHECKPOINT_PREFIX))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None,

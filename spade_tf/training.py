@@ -136,7 +136,7 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
         checkpoint = make_checkpoint(gan, epoch_var)
     ckpt_dir = workdir / "checkpoints"
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir if chief else
-                                                         workdir / f".worker_tmp"),
+                                                         workdir / ".worker_tmp"),
                                          max_to_keep=config.train.keep_checkpoints)
     start = resume_from or manager.latest_checkpoint
     if start:
@@ -177,7 +177,7 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
                            first_full, total_epochs, spe))
         for ds, initial, epochs, steps in phases:
             h = gan.fit(ds, initial_epoch=initial, epochs=epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)  # order: the pipeline's
             for k, v in h.history.items():
                 history.setdefault(k, []).extend(v)
             if gan.stop_training or int(gan.iterations_done.numpy()) >= limit:

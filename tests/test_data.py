@@ -292,7 +292,7 @@ def test_file_lists_may_not_escape_the_root(tmp_path, entry):
     listing.write_text(f"a.png\n{entry}\n")
     config = load_config("custom", [f"data.root={tmp_path}", "data.image_dir=img",
                                     "data.label_dir=lab", f"data.file_list={listing}"])
-    with pytest.raises(DataError, match=rf"list\.txt, line 2: .* escapes the dataset root"):
+    with pytest.raises(DataError, match=r"list\.txt, line 2: .* escapes the dataset root"):
         build_dataset(config, "train")
 
 

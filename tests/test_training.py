@@ -223,7 +223,7 @@ def test_sigterm_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_p
     again = subprocess.run(_cli(*common, "--workdir", str(work)), env=_env(), capture_output=True,
                            text=True, timeout=600, cwd=str(REPO))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from" in again.stdout and f"at step {stopped}" in again.stdout
+    assert "resumed from" in again.stdout and f"at step {stopped}" in again.stdout
     assert [int(s) for s in log.read_text().split()] == list(range(1, 13))  # each step once
     full_state, resumed_state = _checkpoint_tensors(tmp_path / "full")[1], _checkpoint_tensors(work)[1]
     assert len(full_state) > 500  # networks, both optimizers' slots, counters, noise states

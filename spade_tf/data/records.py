@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -19,6 +17,7 @@ import tensorflow as tf
 from spade_tf.config import Config, DatasetPreset
 from spade_tf.data.folders import list_examples
 from spade_tf.data.io import DataError, read_bytes
+from spade_tf.fileio import atomic_dir
 
 META = "meta.json"
 _FEATURES = {k: tf.io.FixedLenFeature([], tf.string, default_value=b"")
@@ -44,11 +43,7 @@ def prepare_data(config: Config, split: str, out_dir: str | os.PathLike, num_sha
         raise DataError(f"the {split} split is empty")
     num_shards = num_shards or max(1, min(16, len(examples) // 64))
     out = Path(out_dir) / split
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{split}.tmp-"))
-    try:
+    with atomic_dir(out, overwrite) as tmp:
         names = [f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
         writers = [tf.io.TFRecordWriter(str(tmp / n)) for n in names]
         for i, ex in enumerate(tqdm(examples, desc=f"prepare {split}", unit="ex",
@@ -65,12 +60,6 @@ def prepare_data(config: Config, split: str, out_dir: str | os.PathLike, num_sha
                 "files": names, "use_instance": config.model.use_instance,
                 "num_classes": config.model.num_classes}
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
