@@ -162,11 +162,16 @@ class GauGAN(keras.Model):
         n = float(tf.distribute.get_strategy().num_replicas_in_sync)
         return tf.add_n([v if k in SUM_TERMS else v / n for k, v in terms.items()])
 
-    def _apply(self, optimizer, tape, loss, variables):
+    @staticmethod
+    def _loss_scaled(optimizer, loss):
+        """mixed_float16's dynamic loss scaling (call it inside the tape)."""
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            loss = optimizer.scale_loss(loss)
-        grads = tape.gradient(loss, variables)
-        optimizer.apply(grads, variables)
+            return optimizer.scale_loss(loss)
+        return loss
+
+    @staticmethod
+    def _apply(optimizer, tape, loss, variables):
+        optimizer.apply(tape.gradient(loss, variables), variables)  # LossScaleOptimizer unscales
 
     # ----------------------------------------------------------------- Keras hooks
 
@@ -178,7 +183,7 @@ class GauGAN(keras.Model):
         def g_step():
             with tf.GradientTape() as tape:
                 terms, _ = self.generator_losses(semantics, real, training=True)
-                total = self._scale_for_replicas(terms)
+                total = self._loss_scaled(self.g_optimizer, self._scale_for_replicas(terms))
             self._apply(self.g_optimizer, tape, total, self.g_variables)
             return terms
 
@@ -198,7 +203,7 @@ class GauGAN(keras.Model):
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             d_terms = self.discriminator_losses(semantics, real, training=True)
-            d_total = self._scale_for_replicas(d_terms)
+            d_total = self._loss_scaled(self.d_optimizer, self._scale_for_replicas(d_terms))
         self._apply(self.d_optimizer, tape, d_total, d_vars)
         logs.update(d_terms)
         self.iterations_done.assign_add(1)

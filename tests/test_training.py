@@ -281,3 +281,21 @@ def _write(tmp_path, text):
     path = tmp_path / "cfg.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switches", [["train.precision=mixed_float16", "train.jit_compile=true"],
+                                      ["train.precision=mixed_bfloat16"]])
+def test_precision_and_xla_switches_train(tmp_path, train_cfg, switches):
+    # Its own process: the dtype policy is global. float16 also exercises the loss scaling.
+    sets = [a for s in switches for a in ("--set", s)]
+    proc = subprocess.run(_cli("train", "--config", str(train_cfg), "--workdir", str(tmp_path / "r"),
+                               "--max-steps", "2", *sets), env=_env(), capture_output=True,
+                          text=True, timeout=600, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert history and all(np.isfinite(v).all() for v in history.values())
+    prefix, tensors = _checkpoint_tensors(tmp_path / "r")
+    assert prefix.endswith("ckpt-2")
+    assert all(np.all(np.isfinite(v)) for k, v in tensors.items()
+               if v.dtype.kind == "f" and k.startswith(("generator/", "discriminator/")))
