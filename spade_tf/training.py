@@ -187,6 +187,8 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
     steps = int(gan.iterations_done.numpy())
     if chief:
         (workdir / "history.json").write_text(json.dumps(history))
-    print(f"stopped at step {steps} ({'signal ' + interrupted if interrupted else 'done'}); "
-          f"latest checkpoint: {manager.latest_checkpoint}", flush=True)
+    why = (f"signal {interrupted}" if interrupted else "all steps done" if steps >= limit
+           else "time limit (train.max_minutes)")
+    print(f"stopped at step {steps} ({why}); latest checkpoint: {manager.latest_checkpoint}",
+          flush=True)
     return TrainResult(steps, steps // spe, interrupted, manager.latest_checkpoint, history)
