@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -134,9 +136,11 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
         gan.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         checkpoint = make_checkpoint(gan, epoch_var)
-    ckpt_dir = workdir / "checkpoints"
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir if chief else
-                                                         workdir / ".worker_tmp"),
+    # Non-chief workers must save too (saving is collective under MultiWorkerMirroredStrategy),
+    # into a folder of their own that is removed at the end.
+    worker_tmp = workdir / f".worker_tmp_{os.getpid()}"
+    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints" if chief
+                                                         else worker_tmp),
                                          max_to_keep=config.train.keep_checkpoints)
     start = resume_from or manager.latest_checkpoint
     if start:
@@ -186,7 +190,9 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
             interrupted = signal.Signals(signals.received).name
     steps = int(gan.iterations_done.numpy())
     if chief:
-        (workdir / "history.json").write_text(json.dumps(history))
+        atomic_write_text(workdir / "history.json", json.dumps(history))
+    else:
+        shutil.rmtree(worker_tmp, ignore_errors=True)
     why = (f"signal {interrupted}" if interrupted else "all steps done" if steps >= limit
            else "time limit (train.max_minutes)")
     print(f"stopped at step {steps} ({why}); latest checkpoint: {manager.latest_checkpoint}",

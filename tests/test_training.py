@@ -188,6 +188,7 @@ def test_cli_launcher_trains_with_two_workers(tmp_path, train_cfg):
     p2, b = _checkpoint_tensors(tmp_path / "two")
     assert p1.endswith("ckpt-2") and p2.endswith("ckpt-2")
     assert (tmp_path / "two" / "samples").is_dir() and (tmp_path / "two" / "steps.log").is_file()
+    assert not list((tmp_path / "two").glob(".worker_tmp*"))  # the non-chief's folder is removed
     worst, name = _max_diff(a, b)
     assert worst <= 2 * 2 * 4e-4, (worst, name)
 
