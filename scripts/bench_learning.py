@@ -42,7 +42,6 @@ def main() -> None:
     args = p.parse_args()
 
     import keras
-    import tensorflow as tf
 
     from spade_tf.config import load_config
     from spade_tf.data import build_dataset
@@ -68,7 +67,6 @@ def main() -> None:
     print("|---|---|---|---|")
     for step, fm, ce, sec in rows:
         print(f"| {step} | {'-' if fm != fm else f'{fm:.3f}'} | {ce:.1f} | {sec:.0f} |")
-    del tf
 
 
 if __name__ == "__main__":

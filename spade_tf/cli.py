@@ -159,7 +159,7 @@ def cmd_train(args) -> int:
         overrides.append(f"train.max_minutes={args.max_minutes}")
     config = load_config(args.config, overrides)
     if args.workers and args.workers > 1:
-        argv = [a for a in sys.argv[1:]]
+        argv = list(sys.argv[1:])
         i = argv.index("--workers")
         del argv[i:i + 2]
         return launch_local_workers(argv, args.workers)

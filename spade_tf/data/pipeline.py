@@ -93,12 +93,10 @@ class _Source:
     decodes one. Loaders are numpy code that runs in tf.data's threads.
     """
 
-    def __init__(self, count: int, load: Callable, stream: Optional[Callable] = None,
-                 files: Optional[list] = None):
+    def __init__(self, count: int, load: Callable, stream: Optional[Callable] = None):
         self.count = count
         self.load = load
         self.stream = stream
-        self.files = files
 
 
 def bytes_loader(config: Config, training: bool):

@@ -92,4 +92,4 @@ def records_source(config: Config, split: str, training: bool, folder: str):
             ds = ds.shuffle(min(meta["count"], 2048), seed=seed, reshuffle_each_iteration=True)
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return _Source(meta["count"], bytes_loader(config, training), stream=stream, files=files)
+    return _Source(meta["count"], bytes_loader(config, training), stream=stream)
