@@ -93,6 +93,10 @@ def test_spectral_conv_eval_uses_stored_vectors_without_iteration():
 
 
 def test_spectral_conv_training_runs_one_power_iteration_and_grads_flow_through_sigma():
+    # Seeded: an unseeded draw once gave one gradient element of 216 that missed rtol 1e-4
+    # (0.040604 vs 0.040615, a float32 cancellation where gradients are ~230 in magnitude).
+    keras.utils.set_random_seed(11)
+    tf.random.set_seed(11)
     layer = SpectralConv2D(6, 3, padding=1, init_gain=1.0)
     layer.build((None, 8, 8, 4))
     layer.u.assign(tf.math.l2_normalize(tf.random.normal((6,))))  # un-converged vectors
