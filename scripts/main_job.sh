@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up .venv, train on the built-in synthscapes data for
-# about 10 minutes (MINUTES=... to change), and leave samples and a checkpoint in the run folder.
-# Re-running continues the same run from its latest checkpoint.
+# about 10 minutes (MINUTES=... to change), leave samples and a checkpoint in the run folder,
+# export the generator (SavedModel for TF Serving + TFLite fp32/fp16/dynamic int8, each checked
+# against Keras), and synthesize a sheet from held-out label maps with the exported models.
+# Re-running continues the same run from its latest checkpoint and exports the next version.
 #   bash scripts/main_job.sh            # runs/quickstart
 #   WORKDIR=runs/other MINUTES=30 bash scripts/main_job.sh
 set -euo pipefail
@@ -11,6 +13,19 @@ bash scripts/setup_venv.sh run
 WORKDIR="${WORKDIR:-runs/quickstart}"
 .venv/bin/spade-tf train --config quickstart --workdir "$WORKDIR" --max-minutes "${MINUTES:-10}"
 latest=$(ls "$WORKDIR"/samples/*.png | sort | tail -n 1)
+
+EXPORT="${EXPORT:-export/models}"
+.venv/bin/spade-tf export --checkpoint "$WORKDIR" --out "$EXPORT"
+version=$(ls "$EXPORT/spade" | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+# Held-out label maps: the synthscapes val split (its seeds never appear in training).
+[ -d "$WORKDIR/heldout/val_label" ] || .venv/bin/spade-tf synthscapes --out "$WORKDIR/heldout" --train 0 --val 8 --size 64
+.venv/bin/spade-tf synthesize --model "$EXPORT/spade/$version" --labels "$WORKDIR/heldout/val_label" \
+  --instance "$WORKDIR/heldout/val_inst" --out "$WORKDIR/synthesized/savedmodel" --quiet
+.venv/bin/spade-tf synthesize --model "$EXPORT/spade/$version-tflite/spade_fp16.tflite" \
+  --labels "$WORKDIR/heldout/val_label" --instance "$WORKDIR/heldout/val_inst" \
+  --out "$WORKDIR/synthesized/tflite_fp16" --quiet
 echo
 echo "samples (colourised label | generated | real): $latest"
 echo "checkpoints: $WORKDIR/checkpoints   TensorBoard: .venv/bin/tensorboard --logdir $WORKDIR/tensorboard"
+echo "export: $EXPORT/spade/$version (SavedModel), $EXPORT/spade/$version-tflite/ (TFLite), report $EXPORT/spade/$version-export.json"
+echo "held-out sheets: $WORKDIR/synthesized/savedmodel/sheet.png, $WORKDIR/synthesized/tflite_fp16/sheet.png"

@@ -35,5 +35,9 @@ WANT="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "setup: installing spade-tf[$EXTRAS] ${MORE[*]:-} (a minute or two the first time)"
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$ROOT[$EXTRAS]" "${MORE[@]}"
+  # The TF Serving protos (warm-up records, gRPC requests). Without --no-deps this package pulls
+  # the full 572 MB tensorflow wheel over tensorflow-cpu; its real needs (protobuf, grpcio)
+  # come with TensorFlow.
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps "tensorflow-serving-api==2.21.0"
   echo "$WANT" > "$STAMP"
 fi

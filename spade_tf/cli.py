@@ -194,6 +194,80 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import json
+
+    from spade_tf.export import export_generator
+
+    variants = [v for v in (args.tflite or "").split(",") if v]
+    result = export_generator(args.checkpoint, args.out, name=args.name, version=args.version,
+                              tflite=variants)
+    rep = result.report
+    print(f"SavedModel: {result.version_dir} ({rep['saved_model_bytes'] / 1e6:.1f} MB, "
+          f"signatures {', '.join(rep['signatures'])}, {rep['saved_model_seconds']} s)")
+    for variant, entry in rep["tflite"].items():
+        if "refused" in entry:
+            print(f"TFLite {variant}: REFUSED: {entry['refused']}")
+            continue
+        where = result.tflite.get(variant, "(reference only, not requested)")
+        psnr = entry.get("psnr_db_vs_fp32", entry["psnr_db_vs_keras"])
+        print(f"TFLite {variant}: {where} ({entry['bytes'] / 1e6:.2f} MB; max "
+              f"{entry['max_abs_levels_vs_keras']} levels off Keras, PSNR "
+              f"{'identical' if psnr is None else f'{psnr} dB'} on {rep['tflite_parity_maps']} maps)")
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    return 0
+
+
+def cmd_synthesize(args) -> int:
+    from spade_tf.synthesize import synthesize
+
+    res = synthesize(args.model, args.labels, args.out, instances=args.instance, style=args.style,
+                     seed=args.seed, num_samples=args.num_samples,
+                     progress=None if args.quiet else print)
+    print(f"wrote {len(res['images'])} image(s) and {res['sheet']}")
+    return 0
+
+
+def cmd_request(args) -> int:
+    import json
+
+    from spade_tf import serving_client as sc
+    from spade_tf.data.io import read_index_map
+    from spade_tf.fileio import atomic_path, atomic_write_text
+
+    if args.decode:
+        try:
+            body = json.loads(open(args.decode).read())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{args.decode}: not a JSON answer: {e}") from None
+        out = args.out or "."
+        os.makedirs(out, exist_ok=True)
+        for i, png in enumerate(sc.decode_rest_response(body)):
+            with atomic_path(os.path.join(out, f"image_{i}.png")) as tmp:
+                tmp.write_bytes(png)
+            print(os.path.join(out, f"image_{i}.png"))
+        return 0
+    if not args.label:
+        raise ValueError("give --label PNG ... (to build a request) or --decode ANSWER.json")
+    labels = [sc.encode_label_png(read_index_map(p, p)) for p in args.label]
+    insts = [sc.encode_instance_png(read_index_map(p, p)) for p in args.instance] if args.instance else None
+    if insts is not None and len(insts) != len(labels):
+        raise ValueError(f"{len(labels)} --label but {len(insts)} --instance files")
+    seeds = [args.seed + i for i in range(len(labels))] if args.seed is not None else None
+    if args.rest_out:
+        atomic_write_text(args.rest_out, json.dumps(sc.rest_body(labels, insts, seeds)) + "\n")
+        print(f"REST body: {args.rest_out}  (POST it to http://HOST:8501/v1/models/{args.model}:predict)")
+    if args.grpc_out:
+        req = sc.grpc_request(args.model, labels, insts, seeds)
+        with atomic_path(args.grpc_out) as tmp:
+            tmp.write_bytes(req.SerializeToString())
+        print(f"gRPC PredictRequest: {args.grpc_out}")
+    if not (args.rest_out or args.grpc_out):
+        raise ValueError("give --rest-out FILE.json and/or --grpc-out FILE.pb")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spade-tf",
@@ -279,6 +353,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None,
                    help="a prepare-data folder or tfds:NAME instead of the folders")
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser(
+        "export", help="SavedModel for TF Serving (+ TFLite files) from a checkpoint",
+        description="Export the generator of a checkpoint (a training run folder or a "
+                    "checkpoint folder) to BASE/NAME/VERSION/ (TF Serving layout, with warm-up "
+                    "requests) and BASE/NAME/VERSION-tflite/. Every TFLite variant is checked "
+                    "against the Keras model on 16 training label maps; full int8 is written "
+                    "only if it stays within 30 dB PSNR of fp32, otherwise refused with the numbers.",
+        epilog="example: spade-tf export --checkpoint runs/quickstart --out export/models "
+               "--tflite fp32,fp16,dynamic_int8")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="BASE", help="Serving base folder")
+    p.add_argument("--name", help="model name (default: the config's export.name)")
+    p.add_argument("--version", type=int, help="integer version (default: the next free one)")
+    p.add_argument("--tflite", default="fp32,fp16,dynamic_int8", metavar="LIST",
+                   help="comma-separated from fp32, fp16, dynamic_int8, int8; empty for none "
+                        "(default fp32,fp16,dynamic_int8)")
+    p.add_argument("--json", action="store_true", help="also print the export report")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "synthesize", help="images from label maps, with a checkpoint, SavedModel or .tflite",
+        description="Synthesize images from a label map (PNG of class ids, or .npy) or a folder "
+                    "of them. Writes one PNG per map and sample, and sheet.png (colourised "
+                    "label | samples).",
+        epilog="example: spade-tf synthesize --model export/models/spade --labels "
+               "data/val_label --out runs/samples --num-samples 3")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="checkpoint folder, SavedModel folder, Serving model folder or .tflite")
+    p.add_argument("--labels", required=True, metavar="FILE_OR_DIR")
+    p.add_argument("--instance", metavar="FILE_OR_DIR", help="matching instance map(s)")
+    p.add_argument("--style", metavar="IMAGE", help="style image (VAE models)")
+    p.add_argument("--seed", type=int, default=0, help="latent seed (VAE models; default 0)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per map (VAE models)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser(
+        "request", help="build TF Serving requests (REST JSON, gRPC) or decode an answer",
+        description="Build a REST JSON body and/or a serialized gRPC PredictRequest for the "
+                    "'png' signature from label PNGs, or decode a REST answer into PNGs.",
+        epilog="example: spade-tf request --label a.png --rest-out body.json && curl -d "
+               "@body.json http://localhost:8501/v1/models/spade:predict > answer.json && "
+               "spade-tf request --decode answer.json --out images/")
+    p.add_argument("--label", nargs="+", metavar="PNG")
+    p.add_argument("--instance", nargs="+", metavar="PNG")
+    p.add_argument("--seed", type=int, help="latent seed of the first map (VAE models)")
+    p.add_argument("--model", default="spade", help="model name for gRPC / the URL (default spade)")
+    p.add_argument("--rest-out", metavar="JSON")
+    p.add_argument("--grpc-out", metavar="PB")
+    p.add_argument("--decode", metavar="ANSWER_JSON", help="a REST answer to turn into PNGs")
+    p.add_argument("--out", metavar="DIR", help="where decoded PNGs go (default .)")
+    p.set_defaults(func=cmd_request)
     return parser
 
 

@@ -88,7 +88,9 @@ def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None
     config = load_config(cfg_file)
     prefix = path / CHECKPOINT_PREFIX
     if not Path(str(prefix) + ".index").is_file():
-        latest = tf.train.latest_checkpoint(str(path))
+        # A training run's folder keeps its checkpoints in checkpoints/: take the latest.
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        latest = tf.train.latest_checkpoint(str(folder))
         if latest is None:
             raise FileNotFoundError(f"{path}: no checkpoint found (expected {prefix}.index)")
         prefix = Path(latest)

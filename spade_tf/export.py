@@ -1,0 +1,616 @@
+"""Export a trained generator: a TF Serving SavedModel and TFLite files.
+
+Layout (what TensorFlow Serving reads; it only looks at integer folder names)::
+
+    BASE/NAME/VERSION/                  SavedModel: saved_model.pb, variables/,
+                                        assets.extra/tf_serving_warmup_requests
+    BASE/NAME/VERSION-tflite/           NAME_{fp32,fp16,dynamic_int8[,int8]}.tflite
+    BASE/NAME/VERSION-export.json       what was exported, sizes, parity numbers
+
+Everything is built in a hidden temporary folder inside ``BASE/NAME`` and renamed into place at
+the end (the SavedModel folder last), so Serving never sees a half-written version.
+
+Signatures of the SavedModel (spade_tf.export.SIGNATURES documents them):
+
+- ``serving_default``: ``label`` int32 [N,H,W] (+ ``instance`` int32 [N,H,W] when the model
+  uses instance maps, + ``z`` float32 [N,Z] for VAE models) -> ``image`` uint8 [N,H,W,3];
+- ``png``: ``label_png`` string [N] (+ ``instance_png``; + ``seed`` int64 [N] for VAE models)
+  -> ``image_png_bytes`` string [N] (REST clients get it base64-encoded, thanks to ``_bytes``);
+- ``style`` (VAE models): ``label`` (+ ``instance``) + ``style_image`` uint8 [N,H,W,3] -> ``image``.
+
+Every signature validates its inputs in the graph: an empty batch, a wrong H x W, a label id out
+of range, a wrong instance or z shape, or a non-PNG string is an ``InvalidArgumentError`` whose
+message says what was wrong and what is allowed. Nothing is ever synthesized from bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from spade_tf.config import Config, config_to_dict, merge_into, save_config
+from spade_tf.semantics import to_semantics
+
+TFLITE_VARIANTS = ("fp32", "fp16", "dynamic_int8", "int8")
+DEFAULT_TFLITE = ("fp32", "fp16", "dynamic_int8")
+WARMUP_FILE = "tf_serving_warmup_requests"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Full int8 is offered only when it is this close to fp32 on the representative label maps
+# (the same bar as dynamic-range int8 in the export issue).
+INT8_MIN_PSNR_DB = 30.0
+
+
+class ExportError(ValueError):
+    """An export that cannot be done as asked; the message says why and what to change."""
+
+
+def to_uint8(image):
+    """[-1, 1] float image -> uint8, rounded to the nearest level."""
+    x = tf.cast(image, tf.float32)
+    return tf.cast(tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+
+
+# --------------------------------------------------------------------------- the served module
+
+
+class _Untracked:
+    """A plain holder: tf.Module does not look inside it."""
+
+    def __init__(self, **objects):
+        self.__dict__.update(objects)
+
+
+class GeneratorModule(tf.Module):
+    """The generator (and encoder) with input checks, as served.
+
+    Args:
+        config: the run's ``Config``.
+        generator: a built ``SPADEGenerator``.
+        encoder: the ``ConvEncoder`` for the ``style`` signature (VAE models), or None.
+    """
+
+    def __init__(self, config: Config, generator, encoder=None):
+        super().__init__(name="spade_generator")
+        self.config = config
+        # The Keras layers are kept out of tf.Module's tracking (behind _Untracked), and their
+        # tf.Variables are listed instead, as keras.export.ExportArchive does. Tracking the layers
+        # too would store every weight twice (Keras' own variable wrapper and the tf.Variable);
+        # tracking only the layers reloads correctly but leaves the TFLite converter unable to
+        # freeze the weights (READ_VARIABLE ops on uninitialized variables: constant output).
+        self._nets = _Untracked(generator=generator, encoder=encoder)
+        layers = [generator] + ([encoder] if encoder is not None else [])
+        self.tf_variables = [v.value for layer in layers for v in layer.weights]
+        self.height, self.width = (int(v) for v in generator.output_hw)
+
+    @property
+    def generator(self):
+        return self._nets.generator
+
+    @property
+    def encoder(self):
+        return self._nets.encoder
+
+    # The checks: each one an InvalidArgumentError with a message for people.
+    def _checks(self, label, instance=None, z=None, style=None):
+        h, w = self.height, self.width
+        n = tf.shape(label)[0]
+        checks = [
+            tf.debugging.assert_rank(label, 3, message="label must be [N, H, W] class ids"),
+            tf.debugging.assert_positive(n, message="empty batch: label has N = 0 maps; send at "
+                                                    "least one"),
+            tf.debugging.assert_equal(
+                tf.shape(label)[1:3], tf.constant([h, w]),
+                message=f"label has the wrong H x W: this model takes [N, {h}, {w}] (height, "
+                        f"width); resize the label map with nearest neighbour first"),
+        ]
+        if instance is not None:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(instance), tf.shape(label),
+                message=f"instance must have the label's shape [N, {h}, {w}]"))
+        if z is not None:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(z), tf.stack([n, self.generator.z_dim]),
+                message=f"z must be [N, {self.generator.z_dim}] float32 (one latent per label map)"))
+        if style is not None:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(style), tf.stack([n, h, w, 3]),
+                message=f"style_image must be uint8 [N, {h}, {w}, 3], one per label map"))
+        return checks
+
+    def synthesize(self, label, instance=None, z=None, validate=True):
+        """uint8 [N, H, W, 3] from int label (and instance, z) maps."""
+        checks = self._checks(label, instance, z) if validate else []
+        with tf.control_dependencies(checks):
+            sem = to_semantics(label, instance, config=self.config, validate=validate)
+        image = self.generator(sem, z=z, training=False)
+        return to_uint8(image)
+
+    def style_z(self, style_image):
+        """The encoder's mean latent of uint8 style images (deterministic; see the README)."""
+        real = tf.cast(style_image, tf.float32) / 127.5 - 1.0
+        mu, _ = self.encoder(real, training=False)
+        return mu
+
+    def z_from_seeds(self, seed):
+        """One N(0, I) latent per int64 seed (stateless: the same seed, the same image)."""
+        zdim = self.generator.z_dim
+
+        def one(s):
+            return tf.random.stateless_normal([zdim], seed=tf.stack([s, tf.constant(0, tf.int64)]))
+        return tf.map_fn(one, tf.cast(seed, tf.int64), fn_output_signature=tf.float32)
+
+
+def _decode_pngs(strings, name, dtype, height, width):
+    """Decodes a [N] string batch of single-channel PNGs, checking each one."""
+    n = tf.shape(strings)[0]
+    checks = [tf.debugging.assert_positive(n, message=f"empty batch: {name} has no PNG")]
+    magic = tf.strings.substr(strings, 0, len(PNG_MAGIC))
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(tf.equal(magic, PNG_MAGIC)),
+        [f"{name}: not a PNG image (the bytes do not start with the PNG signature); send the "
+         f"PNG file's bytes, base64-encoded in REST JSON as {{\"b64\": ...}}"]))
+    with tf.control_dependencies(checks):
+        def one(s):
+            img = tf.io.decode_png(s, channels=0, dtype=dtype)
+            ok = tf.equal(tf.shape(img)[2], 1)
+            with tf.control_dependencies([tf.debugging.Assert(ok, [
+                    f"{name}: must be a single-channel (grayscale) PNG of ids; got channels:",
+                    tf.shape(img)[2], "(palette and RGB PNGs are not id maps; `spade-tf request` "
+                    "converts them)"])]):
+                img = img[:, :, 0]
+            same = tf.reduce_all(tf.equal(tf.shape(img), [height, width]))
+            with tf.control_dependencies([tf.debugging.Assert(same, [
+                    f"{name}: wrong H x W; this model takes {height} x {width}, got", tf.shape(img)])]):
+                return tf.cast(img, tf.int32)
+        return tf.map_fn(one, strings, fn_output_signature=tf.TensorSpec([None, None], tf.int32))
+
+
+def _signatures(module: GeneratorModule) -> dict:
+    """The tf.functions for ``tf.saved_model.save``'s ``signatures``."""
+    m = module.config.model
+    use_inst, use_vae = m.use_instance, m.use_vae
+    h, w = module.height, module.width
+    label_spec = tf.TensorSpec([None, None, None], tf.int32, name="label")
+    inst_spec = tf.TensorSpec([None, None, None], tf.int32, name="instance")
+    z_spec = tf.TensorSpec([None, module.generator.z_dim], tf.float32, name="z")
+
+    # serving_default: one function per input set (tf.function signatures are positional).
+    if use_inst and use_vae:
+        @tf.function(input_signature=[label_spec, inst_spec, z_spec])
+        def default(label, instance, z):
+            return {"image": module.synthesize(label, instance, z)}
+    elif use_inst:
+        @tf.function(input_signature=[label_spec, inst_spec])
+        def default(label, instance):
+            return {"image": module.synthesize(label, instance)}
+    elif use_vae:
+        @tf.function(input_signature=[label_spec, z_spec])
+        def default(label, z):
+            return {"image": module.synthesize(label, z=z)}
+    else:
+        @tf.function(input_signature=[label_spec])
+        def default(label):
+            return {"image": module.synthesize(label)}
+
+    def png_body(label_png, instance_png=None, seed=None):
+        label = _decode_pngs(label_png, "label_png", tf.uint8, h, w)
+        # 16-bit decoding keeps Cityscapes-style instance ids; an 8-bit PNG comes back scaled
+        # by 257, which keeps every id distinct, and only id changes matter (edges).
+        instance = (None if instance_png is None
+                    else _decode_pngs(instance_png, "instance_png", tf.uint16, h, w))
+        z = None
+        if seed is not None:
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(seed), tf.shape(label_png), message="seed must be [N]: one per PNG")]):
+                z = module.z_from_seeds(seed)
+        image = module.synthesize(label, instance, z)
+        return {"image_png_bytes": tf.map_fn(tf.io.encode_png, image,
+                                             fn_output_signature=tf.string)}
+
+    png_spec = tf.TensorSpec([None], tf.string, name="label_png")
+    ipng_spec = tf.TensorSpec([None], tf.string, name="instance_png")
+    seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
+    if use_inst and use_vae:
+        png = tf.function(lambda label_png, instance_png, seed: png_body(label_png, instance_png, seed),
+                          input_signature=[png_spec, ipng_spec, seed_spec])
+    elif use_inst:
+        png = tf.function(lambda label_png, instance_png: png_body(label_png, instance_png),
+                          input_signature=[png_spec, ipng_spec])
+    elif use_vae:
+        png = tf.function(lambda label_png, seed: png_body(label_png, seed=seed),
+                          input_signature=[png_spec, seed_spec])
+    else:
+        png = tf.function(lambda label_png: png_body(label_png), input_signature=[png_spec])
+    sigs = {"serving_default": default, "png": png}
+
+    if use_vae and module.encoder is not None:
+        style_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="style_image")
+
+        def style_body(label, style_image, instance=None):
+            with tf.control_dependencies(module._checks(label, instance, style=style_image)):
+                z = module.style_z(style_image)
+            return {"image": module.synthesize(label, instance, z)}
+        if use_inst:
+            style = tf.function(lambda label, instance, style_image: style_body(label, style_image, instance),
+                                input_signature=[label_spec, inst_spec, style_spec])
+        else:
+            style = tf.function(lambda label, style_image: style_body(label, style_image),
+                                input_signature=[label_spec, style_spec])
+        sigs["style"] = style
+    return sigs
+
+
+def _tflite_function(module: GeneratorModule):
+    """The TFLite graph: batch 1, no asserts, no image coding, no RNG (pitfalls: those need the
+    Flex delegate). Inputs are checked in Python by whoever runs it (``synthesize`` does)."""
+    m = module.config.model
+    h, w = module.height, module.width
+    specs = [tf.TensorSpec([1, h, w], tf.int32, name="label")]
+    if m.use_instance:
+        specs.append(tf.TensorSpec([1, h, w], tf.int32, name="instance"))
+    if m.use_vae:
+        specs.append(tf.TensorSpec([1, module.generator.z_dim], tf.float32, name="z"))
+    names = [s.name for s in specs]
+
+    def body(*args):
+        kw = dict(zip(names, args))
+        return {"image": module.synthesize(kw["label"], kw.get("instance"), kw.get("z"),
+                                           validate=False)}
+    return tf.function(body, input_signature=specs)
+
+
+# --------------------------------------------------------------------------- warm-up records
+
+
+def _example_inputs(config: Config, height: int, width: int, count: int = 1) -> dict:
+    """Deterministic, valid example inputs for warm-up requests and docs."""
+    m = config.model
+    rng = np.random.default_rng(0)
+    label = np.zeros((count, height, width), np.int32)
+    for i in range(count):  # vertical bands of a few classes: valid ids, some structure
+        classes = rng.integers(0, m.num_classes, size=4)
+        for j, c in enumerate(classes):
+            label[i, :, j * width // 4:(j + 1) * width // 4] = c
+    inputs = {"label": label}
+    if m.use_instance:
+        inputs["instance"] = label.copy()
+    if m.use_vae:
+        inputs["z"] = rng.standard_normal((count, m.z_dim)).astype(np.float32)
+    return inputs
+
+
+def write_warmup(path: Path, model_name: str, config: Config, height: int, width: int) -> int:
+    """assets.extra/tf_serving_warmup_requests: PredictionLog records Serving replays at load."""
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        raise ExportError("writing warm-up requests needs the tensorflow-serving-api protos: "
+                          "pip install --no-deps tensorflow-serving-api==2.21.0 (it pins the full "
+                          "tensorflow package otherwise)") from None
+    count = 0
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in (1,):
+            req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+                name=model_name, signature_name="serving_default"))
+            for k, v in _example_inputs(config, height, width, batch).items():
+                req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req))
+            writer.write(log.SerializeToString())
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- TFLite
+
+
+def _flex_ops_from_error(message: str) -> list[str]:
+    ops = re.findall(r"tf\.([A-Za-z0-9_]+)", message)
+    return sorted(set(ops))
+
+
+def convert_tflite(saved_model_dir: str, variant: str, representative=None) -> bytes:
+    """Converts the ``serving_default`` signature of a TFLite-graph SavedModel; builtin ops only.
+
+    Raises ``ExportError`` listing the ops that would need the Flex delegate.
+    """
+    if variant not in TFLITE_VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; allowed: {', '.join(TFLITE_VARIANTS)}")
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        if representative is None:
+            raise ValueError("full int8 needs a representative dataset")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        # int8 kernels wherever they exist; the int32 label input, one-hot and the uint8 output
+        # stay as they are (they are not float ops).
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                          tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return conv.convert()
+    except Exception as e:  # the converter raises ConverterError and friends
+        msg = str(e)
+        flex = _flex_ops_from_error(msg) if "Flex" in msg or "select" in msg.lower() else []
+        if flex:
+            raise ExportError(f"TFLite {variant}: these ops are not TFLite builtins and would need "
+                              f"the Flex delegate: {', '.join(flex)}") from None
+        raise ExportError(f"TFLite {variant} conversion failed: {msg[-2000:]}") from None
+
+
+def tflite_metadata(config: Config, height: int, width: int) -> dict:
+    from spade_tf.data.labels import class_names
+
+    m = config.model
+    inputs = [{"name": "label", "dtype": "int32", "shape": [1, height, width],
+               "description": f"class ids 0..{m.num_classes - 1}"
+               + (f"; {m.num_classes} or 255 = dontcare" if m.contain_dontcare else "")}]
+    if m.use_instance:
+        inputs.append({"name": "instance", "dtype": "int32", "shape": [1, height, width],
+                       "description": "instance ids (only changes between neighbours matter)"})
+    if m.use_vae:
+        inputs.append({"name": "z", "dtype": "float32", "shape": [1, m.z_dim],
+                       "description": "style latent, N(0, I)"})
+    return {
+        "format": "spade-tf generator",
+        "inputs": inputs,
+        "outputs": [{"name": "image", "dtype": "uint8", "shape": [1, height, width, 3],
+                     "description": "RGB image"}],
+        "class_names": class_names(config.data.dataset, m.num_classes),
+        "dataset": str(config.data.dataset),
+        "config": config_to_dict(config),
+    }
+
+
+def add_tflite_metadata(model: bytes, metadata: dict, name: str = "spade_tf") -> bytes:
+    """Embeds ``metadata`` (JSON) as a named metadata buffer in the flatbuffer. Interpreters
+    ignore unknown metadata; ``read_tflite_metadata`` reads it back."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    obj.buffers.append(buf)
+    md = schema.MetadataT()
+    md.name = name
+    md.buffer = len(obj.buffers) - 1
+    obj.metadata = [m for m in (obj.metadata or []) if m.name != name.encode()] + [md]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
+
+
+def read_tflite_metadata(model: bytes | str | os.PathLike, name: str = "spade_tf") -> dict | None:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if not isinstance(model, (bytes, bytearray)):
+        model = Path(model).read_bytes()
+    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    for md in obj.metadata or []:
+        if md.name in (name, name.encode()):
+            return json.loads(bytes(obj.buffers[md.buffer].data).decode())
+    return None
+
+
+class TFLiteRunner:
+    """Runs a spade-tf ``.tflite`` with ``ai-edge-litert``: named inputs in, uint8 image out."""
+
+    def __init__(self, model: bytes | str | os.PathLike, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if not isinstance(model, (bytes, bytearray)):
+            self.path = str(model)
+            model = Path(model).read_bytes()
+        else:
+            self.path = "<bytes>"
+        self.metadata = read_tflite_metadata(model)
+        self.interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+        self.input_details = self.runner.get_input_details()
+
+    def __call__(self, **inputs) -> np.ndarray:
+        out = []
+        n = len(next(iter(inputs.values())))
+        for i in range(n):  # the graph has batch 1
+            feed = {k: np.asarray(v[i:i + 1]).astype(self.input_details[k]["dtype"]) for k, v in inputs.items()}
+            out.append(self.runner(**feed)["image"])
+        return np.concatenate(out, 0)
+
+
+def psnr(a, b) -> float:
+    """PSNR in dB of two uint8 images (inf when identical)."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _db(x: float):
+    """JSON-safe dB: None stands for identical (infinite PSNR)."""
+    return None if x == float("inf") else round(x, 2)
+
+
+# --------------------------------------------------------------------------- the whole export
+
+
+@dataclasses.dataclass
+class ExportResult:
+    version_dir: Path
+    tflite: dict  # variant -> path
+    report: dict
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def representative_labels(config: Config, count: int = 16):
+    """``count`` label (and instance) batches of 1 from the training split, as the TFLite
+    representative dataset and parity set."""
+    from spade_tf.data import build_dataset
+
+    ds = build_dataset(config, "train", batch_size=1, training=False)
+    return [{k: v.numpy() for k, v in b.items() if k in ("label", "instance")} for b in ds.take(count)]
+
+
+def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = None,
+                     version: int | None = None, tflite=DEFAULT_TFLITE, parity_inputs=None,
+                     progress=print) -> ExportResult:
+    """Exports a checkpoint (a folder from ``save_networks`` or a training run) for Serving and
+    TFLite. See the module docstring for the layout.
+
+    Args:
+        checkpoint: checkpoint folder, or a ``(networks, config)`` pair already in memory.
+        out: BASE of the Serving layout.
+        name: model name (default: the config's ``export.name``).
+        version: integer version (default: one above the highest present); an existing version
+            is never overwritten.
+        tflite: variants to write, from ``TFLITE_VARIANTS``. ``int8`` is written only if its PSNR
+            against fp32 on the representative labels is at least ``INT8_MIN_PSNR_DB``;
+            otherwise it is refused with the numbers (in the report; nothing else fails).
+        parity_inputs: list of input dicts (batch 1) for the TFLite checks; default 16 label
+            maps of the training split.
+        progress: a callable for one-line progress messages.
+    """
+    from spade_tf.networks import load_networks
+
+    t0 = time.time()
+    if isinstance(checkpoint, tuple):
+        nets, config = checkpoint
+        source = "<memory>"
+    else:
+        nets, config = load_networks(checkpoint, generator=True, discriminator=False)
+        source = str(checkpoint)
+    tflite = tuple(tflite or ())
+    bad = [v for v in tflite if v not in TFLITE_VARIANTS]
+    if bad:
+        raise ValueError(f"--tflite: unknown variant(s) {', '.join(bad)}; allowed: {', '.join(TFLITE_VARIANTS)}")
+    name = name or config.export.name
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '_', '-', '.' (it is a folder name)")
+    model_dir = Path(out) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else int(version)
+    if version < 1:
+        raise ValueError(f"--version must be a positive integer, got {version}")
+    final = model_dir / str(version)
+    final_tfl = model_dir / f"{version}-tflite"
+    if final.exists() or final_tfl.exists():
+        raise FileExistsError(f"{final}: version {version} exists already; Serving may be serving "
+                              f"it, so it is never overwritten (choose another --version)")
+
+    module = GeneratorModule(config, nets.generator, nets.encoder)
+    h, w = module.height, module.width
+    tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
+    try:
+        sm_dir = tmp / "saved_model"
+        progress(f"export: SavedModel ({nets.generator.count_params():,} generator parameters)")
+        tf.saved_model.save(module, str(sm_dir), signatures=_signatures(module))
+        (sm_dir / "assets").mkdir(exist_ok=True)
+        save_config(config, sm_dir / "assets" / "config.yaml")  # for synthesize and people
+        (sm_dir / "assets.extra").mkdir(exist_ok=True)
+        warm = write_warmup(sm_dir / "assets.extra" / WARMUP_FILE, name, config, h, w)
+        t_sm = time.time() - t0
+        report = {
+            "source": source, "name": name, "version": version, "height": h, "width": w,
+            "signatures": sorted(_signatures_names(config, nets.encoder is not None)),
+            "saved_model_bytes": _dir_size(sm_dir), "saved_model_seconds": round(t_sm, 1),
+            "warmup_requests": warm, "tflite": {},
+        }
+        tfl_paths = {}
+        if tflite:
+            tfl_tmp = tmp / "tflite"
+            tfl_tmp.mkdir()
+            graph_dir = tmp / "tflite_graph"
+            tf.saved_model.save(module, str(graph_dir),
+                                signatures={"serving_default": _tflite_function(module)})
+            inputs = parity_inputs if parity_inputs is not None else representative_labels(config)
+            if config.model.use_vae:
+                rng = np.random.default_rng(1)
+                inputs = [{**x, "z": rng.standard_normal((1, config.model.z_dim)).astype(np.float32)}
+                          for x in inputs]
+            keras_ref = np.concatenate([module.synthesize(**{k: tf.constant(v) for k, v in x.items()})
+                                        .numpy() for x in inputs])
+            meta = tflite_metadata(config, h, w)
+            fp32_out = None
+            for variant in (["fp32"] if "int8" in tflite and "fp32" not in tflite else []) + list(tflite):
+                progress(f"export: TFLite {variant}")
+                t1 = time.time()
+
+                def rep():
+                    for x in inputs:
+                        yield {k: v.astype(np.float32 if k == "z" else np.int32) for k, v in x.items()}
+                blob = convert_tflite(str(graph_dir), variant, rep if variant == "int8" else None)
+                blob = add_tflite_metadata(blob, meta)
+                got = TFLiteRunner(blob)(**{k: np.concatenate([x[k] for x in inputs]) for k in inputs[0]})
+                diff = np.abs(got.astype(np.int32) - keras_ref.astype(np.int32))
+                entry = {"bytes": len(blob), "seconds": round(time.time() - t1, 1),
+                         "max_abs_levels_vs_keras": int(diff.max()),
+                         "mean_abs_levels_vs_keras": round(float(diff.mean()), 3),
+                         "psnr_db_vs_keras": _db(psnr(got, keras_ref))}
+                if variant == "fp32":
+                    fp32_out = got
+                if fp32_out is not None and variant != "fp32":
+                    entry["psnr_db_vs_fp32"] = _db(psnr(got, fp32_out))
+                if variant == "int8" and psnr(got, fp32_out) < INT8_MIN_PSNR_DB:
+                    entry["refused"] = (f"full int8 reaches {psnr(got, fp32_out):.1f} dB PSNR "
+                                        f"against fp32 (max {entry['max_abs_levels_vs_keras']} levels "
+                                        f"off Keras) on {len(inputs)} training label maps; the bar "
+                                        f"is {INT8_MIN_PSNR_DB:.0f} dB, so it is not written")
+                    progress(f"export: int8 refused: {entry['refused']}")
+                elif variant in tflite:
+                    path = tfl_tmp / f"{name}_{variant}.tflite"
+                    path.write_bytes(blob)
+                    tfl_paths[variant] = final_tfl / path.name
+                if variant in tflite or variant == "fp32":
+                    report["tflite"][variant] = entry
+            report["tflite_parity_maps"] = len(inputs)
+            shutil.rmtree(graph_dir)
+        report["total_seconds"] = round(time.time() - t0, 1)
+        (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+        # Into place: the report and the TFLite folder first, the Serving version folder last.
+        os.replace(tmp / "export.json", model_dir / f"{version}-export.json")
+        if tflite:
+            os.replace(tmp / "tflite", final_tfl)
+        os.replace(sm_dir, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    progress(f"export: wrote {final} ({report['saved_model_bytes'] / 1e6:.1f} MB)"
+             + (f" and {len(tfl_paths)} TFLite file(s) in {final_tfl}" if tfl_paths else ""))
+    return ExportResult(final, tfl_paths, report)
+
+
+def _signatures_names(config: Config, has_encoder: bool) -> list[str]:
+    names = ["serving_default", "png"]
+    if config.model.use_vae and has_encoder:
+        names.append("style")
+    return names
+
+
+def config_from_tflite_metadata(metadata: dict) -> Config:
+    return merge_into(Config(), metadata["config"], where="tflite metadata")
+
+
+def load_config_from_export(saved_model_dir: str | os.PathLike) -> Config:
+    """The config stored in an export (assets/config.yaml)."""
+    from spade_tf.config import load_config
+
+    path = Path(saved_model_dir) / "assets" / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{saved_model_dir}: not a spade-tf export (no assets/config.yaml)")
+    return load_config(path)

@@ -1,0 +1,263 @@
+"""``spade-tf synthesize``: label maps in, images out, from a checkpoint, a SavedModel or a
+``.tflite`` file, with the same input checks for all three.
+
+Writes one PNG per label map and sample (``<stem>.png`` or ``<stem>_s<k>.png``) and a sheet
+(``sheet.png``): colourised label | sample 1 | sample 2 | ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from spade_tf.config import Config
+from spade_tf.data.io import DataError, read_index_map, read_photo
+from spade_tf.semantics import invalid_label_ids
+
+IMAGE_EXTS = (".png",)
+
+
+class Synthesizer:
+    """A loaded model of any of the three kinds. ``kind`` is checkpoint, saved_model or tflite.
+
+    Call it with int label maps [N, H, W] (and instance maps, latents); it returns uint8
+    [N, H, W, 3]. Inputs are checked here, before any backend sees them.
+    """
+
+    def __init__(self, kind: str, config: Config, height: int, width: int, source: str):
+        self.kind, self.config, self.height, self.width, self.source = kind, config, height, width, source
+
+    @property
+    def use_vae(self) -> bool:
+        return self.config.model.use_vae
+
+    def check(self, label, instance=None, name="label"):
+        label = np.asarray(label)
+        if not np.issubdtype(label.dtype, np.integer):
+            raise DataError(f"{name}: label maps must hold integer class ids, got dtype {label.dtype}")
+        if label.ndim != 3 or label.shape[0] == 0:
+            raise DataError(f"{name}: expected a non-empty batch [N, H, W] of label maps, got shape "
+                            f"{label.shape}")
+        if label.shape[1:] != (self.height, self.width):
+            raise DataError(f"{name}: label map is {label.shape[1]}x{label.shape[2]} (HxW), this "
+                            f"model takes {self.height}x{self.width}; resize it with nearest "
+                            f"neighbour first")
+        bad = invalid_label_ids(label, self.config.model)
+        if bad.size:
+            m = self.config.model
+            raise DataError(f"{name}: label id(s) out of range: {bad[:10].tolist()}; allowed 0.."
+                            f"{m.num_classes - 1}" + (f", {m.num_classes} or 255 (dontcare)"
+                                                      if m.contain_dontcare else ""))
+        if self.config.model.use_instance:
+            if instance is None:
+                raise DataError(f"{name}: this model uses instance maps; give --instance")
+            instance = np.asarray(instance)
+            if instance.shape != label.shape:
+                raise DataError(f"{name}: instance map shape {instance.shape} differs from the "
+                                f"label map's {label.shape}")
+        return label.astype(np.int32), (None if instance is None else np.asarray(instance, np.int32))
+
+    def z(self, n: int, seed: int) -> np.ndarray | None:
+        if not self.use_vae:
+            return None
+        return np.random.default_rng(seed).standard_normal((n, self.config.model.z_dim)).astype(np.float32)
+
+    def __call__(self, label, instance=None, z=None, name="label") -> np.ndarray:
+        label, instance = self.check(label, instance, name)
+        if self.use_vae and z is None:
+            z = self.z(len(label), 0)
+        return self._run(label, instance, z)
+
+    def style(self, label, instance, style_image, name="label") -> np.ndarray:
+        raise ValueError(f"{self.source}: style-guided synthesis needs the VAE encoder (a "
+                         f"checkpoint or SavedModel of a use_vae model); this {self.kind} has none")
+
+
+class _CheckpointSynth(Synthesizer):
+    def __init__(self, path):
+        from spade_tf.export import GeneratorModule
+        from spade_tf.networks import load_networks
+
+        nets, config = load_networks(path, generator=True, discriminator=False)
+        self.module = GeneratorModule(config, nets.generator, nets.encoder)
+        super().__init__("checkpoint", config, self.module.height, self.module.width, str(path))
+
+    def _run(self, label, instance, z):
+        return self.module.synthesize(label, instance, z).numpy()
+
+    def style(self, label, instance, style_image, name="label"):
+        if self.module.encoder is None:
+            return super().style(label, instance, style_image, name)
+        label, instance = self.check(label, instance, name)
+        return self.module.synthesize(label, instance, self.module.style_z(style_image)).numpy()
+
+
+class _SavedModelSynth(Synthesizer):
+    def __init__(self, path):
+        import tensorflow as tf
+
+        from spade_tf.export import load_config_from_export
+
+        config = load_config_from_export(path)
+        self.loaded = tf.saved_model.load(str(path))
+        h, w = config.model.output_hw
+        super().__init__("saved_model", config, h, w, str(path))
+
+    def _feed(self, label, instance, z):
+        import tensorflow as tf
+
+        feed = {"label": tf.constant(label)}
+        if instance is not None:
+            feed["instance"] = tf.constant(instance)
+        if z is not None:
+            feed["z"] = tf.constant(z)
+        return feed
+
+    def _run(self, label, instance, z):
+        return self.loaded.signatures["serving_default"](**self._feed(label, instance, z))["image"].numpy()
+
+    def style(self, label, instance, style_image, name="label"):
+        import tensorflow as tf
+
+        if "style" not in self.loaded.signatures:
+            return super().style(label, instance, style_image, name)
+        label, instance = self.check(label, instance, name)
+        feed = self._feed(label, instance, None)
+        feed["style_image"] = tf.constant(style_image)
+        return self.loaded.signatures["style"](**feed)["image"].numpy()
+
+
+class _TFLiteSynth(Synthesizer):
+    def __init__(self, path):
+        from spade_tf.export import TFLiteRunner, config_from_tflite_metadata
+
+        self.runner = TFLiteRunner(path)
+        if self.runner.metadata is None:
+            raise ValueError(f"{path}: no spade-tf metadata in this .tflite (export it with "
+                             f"spade-tf export)")
+        config = config_from_tflite_metadata(self.runner.metadata)
+        h, w = config.model.output_hw
+        super().__init__("tflite", config, h, w, str(path))
+
+    def _run(self, label, instance, z):
+        feed = {"label": label}
+        if instance is not None:
+            feed["instance"] = instance
+        if z is not None:
+            feed["z"] = z
+        return self.runner(**feed)
+
+
+def load_synthesizer(path: str | os.PathLike) -> Synthesizer:
+    """A checkpoint folder (``config.yaml``), a SavedModel version folder (``saved_model.pb``), a
+    Serving model folder ``BASE/NAME`` (its highest version), or a ``.tflite`` file."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".tflite":
+        return _TFLiteSynth(path)
+    if (path / "saved_model.pb").is_file():
+        return _SavedModelSynth(path)
+    if (path / "config.yaml").is_file():
+        return _CheckpointSynth(path)
+    versions = sorted((p for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()),
+                      key=lambda p: int(p.name)) if path.is_dir() else []
+    if versions:
+        return _SavedModelSynth(versions[-1])
+    raise FileNotFoundError(f"{path}: not a model: expected a checkpoint folder (config.yaml), a "
+                            f"SavedModel folder (saved_model.pb), a Serving model folder with "
+                            f"integer versions, or a .tflite file")
+
+
+def _read_label_file(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the .npy file: {e}") from None
+    return read_index_map(path, str(path))
+
+
+def _inputs(labels, instances) -> list[tuple[Path, Path | None]]:
+    labels = Path(labels)
+    if labels.is_dir():
+        files = sorted(p for p in labels.iterdir() if p.suffix in (".png", ".npy"))
+        if not files:
+            raise DataError(f"{labels}: no .png or .npy label maps in this folder")
+    elif labels.is_file():
+        files = [labels]
+    else:
+        raise FileNotFoundError(f"{labels}: no such label file or folder")
+    pairs = []
+    for f in files:
+        inst = None
+        if instances is not None:
+            ip = Path(instances)
+            inst = ip / f.name if ip.is_dir() else ip
+            if not inst.is_file():
+                raise DataError(f"{f}: no matching instance map {inst}")
+        pairs.append((f, inst))
+    return pairs
+
+
+def synthesize(model, labels, out: str | os.PathLike, *, instances=None, style=None, seed: int = 0,
+               num_samples: int = 1, columns: int | None = None, progress=None) -> dict:
+    """Synthesizes images for a label PNG (or .npy) or a folder of them.
+
+    Args:
+        model: a ``Synthesizer`` or a path for ``load_synthesizer``.
+        labels: a label map file or a folder of them.
+        out: output folder (PNGs and ``sheet.png``).
+        instances: the matching instance map file or folder (same file names).
+        style: a style image (VAE models): every output takes its style.
+        seed: seed of the latents (VAE models); sample k of every map uses seed + k.
+        num_samples: outputs per label map (VAE models: different latents).
+        progress: a callable for one line per file.
+
+    Returns:
+        ``{"images": [paths], "sheet": path}``.
+    """
+    from PIL import Image
+
+    from spade_tf.data.labels import colorize
+    from spade_tf.data.preview import rows_image, save_png
+    from spade_tf.fileio import atomic_path
+
+    synth = model if isinstance(model, Synthesizer) else load_synthesizer(model)
+    if num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
+    if num_samples > 1 and not synth.use_vae and style is None:
+        raise ValueError(f"--num-samples {num_samples}: this model has no latent (use_vae=false), "
+                         f"so every sample would be the same image")
+    style_img = None
+    if style is not None:
+        img = read_photo(Path(style), str(style)).resize((synth.width, synth.height), Image.BICUBIC)
+        style_img = np.asarray(img, np.uint8)[None]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, written = [], []
+    for f, inst_path in _inputs(labels, instances):
+        label = _read_label_file(f)
+        inst = read_index_map(inst_path, str(inst_path)) if inst_path else None
+        batch_label = label[None] if label.ndim == 2 else label
+        batch_inst = None if inst is None else inst[None]
+        row = [colorize(synth.check(batch_label, batch_inst, str(f))[0][0], synth.config)]
+        for k in range(num_samples):
+            if style_img is not None:
+                image = synth.style(batch_label, batch_inst, style_img, str(f))[0]
+            else:
+                image = synth(batch_label, batch_inst, synth.z(1, seed + k), str(f))[0]
+            name = f"{f.stem}.png" if num_samples == 1 else f"{f.stem}_s{k}.png"
+            with atomic_path(out / name) as tmp:
+                Image.fromarray(image).save(tmp, format="PNG")
+            written.append(out / name)
+            row.append(image)
+        rows.append(row)
+        if progress:
+            progress(f"synthesize: {f.name} -> {num_samples} image(s)")
+    cols = columns or (4 if num_samples == 1 else 1)
+    if num_samples == 1 and cols > 1:  # pairs of [label | image] side by side
+        cells = [np.concatenate(r, axis=1) for r in rows]
+        rows = [cells[i:i + cols] for i in range(0, len(cells), cols)]
+    sheet = save_png(Image.fromarray(rows_image(rows)), out / "sheet.png")
+    return {"images": written, "sheet": sheet}
