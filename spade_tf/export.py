@@ -115,7 +115,7 @@ class GeneratorModule(tf.Module):
         if instance is not None:
             checks.append(tf.debugging.assert_equal(
                 tf.shape(instance), tf.shape(label),
-                message=f"instance must have the label's shape [N, {h}, {w}]"))
+                message=f"instance must have the same shape as label: [N, {h}, {w}]"))
         if z is not None:
             checks.append(tf.debugging.assert_equal(
                 tf.shape(z), tf.stack([n, self.generator.z_dim]),

@@ -176,10 +176,12 @@ def _bad_inputs(trained):
         "wrong_hw": (dict(label=label[:, :32], instance=inst[:, :32]), "wrong H x W"),
         "float_label": (dict(label=label.astype(np.float32), instance=inst), "int32"),
         "empty_batch": (dict(label=label[:0], instance=inst[:0]), "empty batch"),
+        "wrong_instance": (dict(label=label, instance=inst[:, :32]), "instance must have the same shape as label"),
     }
 
 
-@pytest.mark.parametrize("case", ["out_of_range", "wrong_hw", "float_label", "empty_batch"])
+@pytest.mark.parametrize("case", ["out_of_range", "wrong_hw", "float_label", "empty_batch",
+                                  "wrong_instance"])
 def test_bad_request_saved_model(trained, loaded, case):
     feed, message = _bad_inputs(trained)[case]
     sig = loaded.signatures["serving_default"]
@@ -200,37 +202,47 @@ def test_bad_request_garbage_png(loaded, trained):
         loaded.signatures["png"](label_png=tf.constant([rgb]), instance_png=tf.constant([rgb]))
 
 
-@pytest.mark.parametrize("case", ["out_of_range", "wrong_hw", "float_label", "empty_batch", "garbage_png"])
-def test_bad_request_synthesize(trained, tmp_path, case):
-    from spade_tf.cli import main
+@pytest.fixture(scope="module")
+def synth(trained):
+    from spade_tf.synthesize import load_synthesizer
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    if case == "garbage_png":
-        (inputs / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
-        message = "x.png: cannot read the image"
-    elif case == "empty_batch":
-        np.save(inputs / "x.npy", np.zeros((0, 64, 64), np.int32))
-        message = "non-empty batch"
-    else:
-        feed, _ = _bad_inputs(trained)[case]
-        np.save(inputs / "x.npy", feed["label"])
-        message = {"out_of_range": "out of range: [9]", "wrong_hw": "label map is 32x64",
-                   "float_label": "integer class ids, got dtype float32"}[case]
-    inst = np.zeros((64, 64), np.uint8)
-    Image.fromarray(inst).save(tmp_path / "inst.png")
-    for model in (trained["result"].version_dir, trained["ckpt"]):
-        code = main(["synthesize", "--model", str(model), "--labels", str(inputs / ("x.png" if case == "garbage_png" else "x.npy")),
-                     "--instance", str(tmp_path / "inst.png"), "--out", str(tmp_path / "out"), "--quiet"])
-        assert code == 1
-    # the message is checked through the library call (the CLI prints it to stderr)
+    return load_synthesizer(trained["result"].version_dir)
+
+
+@pytest.mark.parametrize("case", ["out_of_range", "wrong_hw", "float_label", "empty_batch", "garbage_png"])
+def test_bad_request_synthesize(trained, synth, tmp_path, case):
+    """The same checks for every backend (they run before the model); shown with the SavedModel."""
     from spade_tf.data.io import DataError
     from spade_tf.synthesize import synthesize
 
-    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        synthesize(trained["result"].version_dir, inputs / ("x.png" if case == "garbage_png" else "x.npy"),
-                   tmp_path / "out", instances=tmp_path / "inst.png")
+    if case == "garbage_png":
+        path = tmp_path / "x.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
+        message = "x.png: cannot read the image"
+    elif case == "empty_batch":
+        path = tmp_path / "x.npy"
+        np.save(path, np.zeros((0, 64, 64), np.int32))
+        message = "x.npy: expected a non-empty batch"
+    else:
+        path = tmp_path / "x.npy"
+        np.save(path, _bad_inputs(trained)[case][0]["label"])
+        message = {"out_of_range": r"x.npy: label id\(s\) out of range: \[9\]",
+                   "wrong_hw": "x.npy: label map is 32x64", "float_label": "x.npy: label maps must "
+                   "hold integer class ids, got dtype float32"}[case]
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "inst.png")
+    with pytest.raises(DataError, match=message):
+        synthesize(synth, path, tmp_path / "out", instances=tmp_path / "inst.png")
     assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_bad_request_synthesize_cli(trained, tmp_path, capsys):
+    from spade_tf.cli import main
+
+    (tmp_path / "x.png").write_bytes(b"not a png at all")
+    code = main(["synthesize", "--model", str(trained["result"].version_dir), "--labels",
+                 str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 1
+    assert "x.png: cannot read the image" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- request contract
