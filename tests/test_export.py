@@ -15,13 +15,17 @@ import tensorflow as tf
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+# One xdist worker runs this whole file, and its fixtures are session-scoped (a worker may run
+# other files' tests in between, which would tear down module fixtures), so the
+# trained-and-exported model is built once.
+pytestmark = pytest.mark.xdist_group("export")
 OVERRIDES = ["data.dataset=synthscapes", "model.num_classes=9", "model.contain_dontcare=false",
              "data.load_size=64", "data.synth_train_size=32", "data.synth_val_size=16",
              "train.batch_size=4", "model.base_filters=8"]
 TRAIN_STEPS = 40
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny synthscapes model trained briefly, saved, and exported with every TFLite variant."""
     import keras
@@ -49,7 +53,7 @@ def trained(tmp_path_factory):
                 instance=np.concatenate([b["instance"] for b in val]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def loaded(trained):
     return tf.saved_model.load(str(trained["result"].version_dir))
 
@@ -202,7 +206,7 @@ def test_bad_request_garbage_png(loaded, trained):
         loaded.signatures["png"](label_png=tf.constant([rgb]), instance_png=tf.constant([rgb]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def synth(trained):
     from spade_tf.synthesize import load_synthesizer
 
@@ -467,3 +471,33 @@ def test_committed_example_requests(trained, loaded):
     img = loaded.signatures[default["signature_name"]](
         **{k: tf.constant(v, tf.int32) for k, v in default["inputs"].items()})["image"].numpy()
     np.testing.assert_array_equal(np.array(Image.open(io.BytesIO(out[0]))), img[0])
+
+
+def test_synthesize_vae_samples_and_style(tiny_nets, tiny_vae_config, tmp_path):
+    """VAE checkpoints: --num-samples gives different images per seed, the same seed the same
+    ones, and a style image replaces the latent (with the sheet holding label + samples)."""
+    from spade_tf.networks import save_networks
+    from spade_tf.synthesize import load_synthesizer, synthesize
+
+    ckpt = save_networks(tiny_nets, tiny_vae_config, tmp_path / "vae")
+    synth = load_synthesizer(ckpt)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 4, (64, 64)).astype(np.uint8)).save(tmp_path / "l.png")
+    Image.fromarray(rng.integers(0, 3, (64, 64)).astype(np.uint8)).save(tmp_path / "i.png")
+    a = synthesize(synth, tmp_path / "l.png", tmp_path / "a", instances=tmp_path / "i.png",
+                   num_samples=2, seed=5)
+    b = synthesize(synth, tmp_path / "l.png", tmp_path / "b", instances=tmp_path / "i.png",
+                   num_samples=2, seed=5)
+    imgs = [np.array(Image.open(p)).astype(np.int32) for p in a["images"]]
+    assert [p.name for p in a["images"]] == ["l_s0.png", "l_s1.png"]
+    assert np.abs(imgs[0] - imgs[1]).max() > 0
+    np.testing.assert_array_equal(imgs[0], np.array(Image.open(b["images"][0])))
+    assert np.array(Image.open(a["sheet"])).shape == (64, 3 * 64 + 2 * 4, 3)
+    Image.fromarray(rng.integers(0, 256, (80, 96, 3)).astype(np.uint8)).save(tmp_path / "style.png")
+    s = synthesize(synth, tmp_path / "l.png", tmp_path / "s", instances=tmp_path / "i.png",
+                   style=tmp_path / "style.png")
+    style = np.asarray(Image.open(tmp_path / "style.png").resize((64, 64), Image.BICUBIC))[None]
+    label = np.array(Image.open(tmp_path / "l.png")).astype(np.int32)[None]
+    inst = np.array(Image.open(tmp_path / "i.png")).astype(np.int32)[None]
+    want = synth.module.synthesize(label, inst, synth.module.style_z(style)).numpy()[0]
+    np.testing.assert_array_equal(np.array(Image.open(s["images"][0])), want)
