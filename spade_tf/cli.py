@@ -194,6 +194,41 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_segmenter(args) -> int:
+    from spade_tf.config import load_config
+    from spade_tf.segmenter import train_segmenter
+
+    config = load_config(args.config, args.overrides)
+    info = train_segmenter(config, args.out, steps=args.steps, batch_size=args.batch_size,
+                           width=args.width, seed=args.seed, overwrite=args.overwrite,
+                           progress=not args.quiet)
+    c = info["ceiling_on_real_val"]
+    print(f"segmenter: {args.out} ({info['steps']} steps, {info['train_seconds']:.0f} s); on real "
+          f"val images: mIoU {c['miou']:.4f}, pixel accuracy {c['pixel_accuracy']:.4f} (the ceiling)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from spade_tf.evaluation import evaluate
+
+    r = evaluate(args.checkpoint, args.out, segmenter=args.segmenter, extractor=args.extractor,
+                 inception_weights=args.inception_weights, overrides=args.overrides,
+                 split=args.split, batch_size=args.batch_size, max_images=args.max_images,
+                 progress=not args.quiet)
+    print(f"evaluated {r['images']} {r['split']} images of {args.checkpoint}")
+    if "segmentation" in r:
+        g, c = r["segmentation"]["generated"], r["segmentation"]["real_ceiling"]
+        print(f"  mIoU {g['miou']:.4f} (real images: {c['miou']:.4f}), pixel accuracy "
+              f"{g['pixel_accuracy']:.4f} (real: {c['pixel_accuracy']:.4f}); segmenter {r['segmenter']}")
+    if "kid" in r:
+        print(f"  KID {r['kid']['mean']:.5f} ± {r['kid']['std']:.5f}, FID {r['fid']:.3f}; "
+              f"features: {r['extractor']}")
+    for note in r["notes"]:
+        print(f"  note: {note}")
+    print(f"  report: {args.out}/report.html, {args.out}/metrics.json")
+    return 0
+
+
 def cmd_export(args) -> int:
     import json
 
@@ -353,6 +388,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None,
                    help="a prepare-data folder or tfds:NAME instead of the folders")
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser(
+        "train-segmenter", help="train the built-in segmenter on a dataset's real images",
+        description="Train the small built-in segmentation network on the real training images "
+                    "of a dataset (synthscapes by default), for the segmentation-accuracy metric "
+                    "of `evaluate`. Prints its mIoU on real validation images: the ceiling.",
+        epilog="example: spade-tf train-segmenter --config quickstart --out runs/segmenter")
+    _add_config_args(p, required=True)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--batch-size", type=int, default=8, help="default 8")
+    p.add_argument("--width", type=int, default=16, help="channels at full resolution (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_segmenter)
+
+    p = sub.add_parser(
+        "evaluate", help="FID/KID and segmentation mIoU of a checkpoint, with a report",
+        description="Generate the validation split from a checkpoint and score it: segmentation "
+                    "accuracy and mIoU against the input labels (with --segmenter), KID and FID "
+                    "(InceptionV3 with --inception-weights, or a named stand-in extractor). "
+                    "Writes metrics.json, report.html and report.png to --out. The protocol is "
+                    "in the spade_tf.evaluation docstring and the README.",
+        epilog="example: spade-tf evaluate --checkpoint runs/quickstart --segmenter "
+               "runs/segmenter --out runs/quickstart/eval")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="training run or checkpoint folder")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--segmenter", metavar="DIR", help="built-in segmenter folder or a segmentation SavedModel")
+    p.add_argument("--inception-weights", metavar="FILE",
+                   help="local InceptionV3 (no top) weights, e.g. "
+                        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    p.add_argument("--extractor", metavar="KIND_OR_PATH",
+                   help="inception, segmenter (the built-in segmenter's features) or a feature "
+                        "SavedModel; default: inception with --inception-weights, else segmenter")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of the checkpoint, e.g. data.root=...")
+    p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N images only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "export", help="SavedModel for TF Serving (+ TFLite files) from a checkpoint",

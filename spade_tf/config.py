@@ -47,6 +47,16 @@ class Upsampling(StrEnum):
     MOST = "most"
 
 
+class GeneratorKind(StrEnum):
+    """Which generator to build (not a reference option: the baseline is for the ablation)."""
+
+    SPADE = "spade"  # the reference's SPADEGenerator
+    # The paper's "label map at the input" comparison: a conv encoder of the full-resolution
+    # label map down to the latent size, then the same residual decoder with SPADE replaced by
+    # the same parameter-free norm plus a learned per-channel affine (no label map after the input).
+    BASELINE = "baseline"
+
+
 class SpadeNorm(StrEnum):
     """Parameter-free normalization inside SPADE (the middle of ``--norm_G``)."""
 
@@ -133,6 +143,7 @@ class ModelConfig:
     disc_filters: int = 64  # --ndf: discriminator width
     num_discriminators: int = 2  # --num_D: scales of the multiscale discriminator
     disc_layers: int = 4  # --n_layers_D: strided convs per discriminator
+    generator: GeneratorKind = GeneratorKind.SPADE  # 'spade' (the reference) or 'baseline' (ablation only)
     generator_spectral: bool = True  # 'spectral' prefix of --norm_G: spectral norm on the res-block convs
     spade_norm: SpadeNorm = SpadeNorm.SYNC_BATCH  # parameter-free norm of --norm_G (spadesyncbatch3x3)
     spade_kernel_size: int = 3  # the KxK of --norm_G (spade...3x3)
@@ -162,6 +173,9 @@ class ModelConfig:
                  f"it must be at least {2**n_up}")
         _require(self.latent_hw[0] >= 1, "model.aspect_ratio", self.aspect_ratio,
                  f"gives a latent height of 0 at crop_size {self.crop_size}")
+        _require(not (self.generator is GeneratorKind.BASELINE and self.use_vae), "model.generator",
+                 self.generator.value, "cannot be combined with model.use_vae (the baseline "
+                 "starts from the label map)")
         if self.num_upsampling_layers is Upsampling.MOST:
             _require(self.base_filters >= 2, "model.base_filters", self.base_filters,
                      "must be >= 2 with num_upsampling_layers='most' (its last block has ngf//2 filters)")

@@ -6,9 +6,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import InitType, ModelConfig, SpadeNorm, Upsampling
-from spade_tf.layers import (SPADEResBlock, TorchConv2D, leaky_relu, legacy_nearest_resize,
-                             make_initializer, upsample_nearest_2x)
+from spade_tf.config import (UPSAMPLING_LAYERS, GeneratorKind, InitType, ModelConfig, SpadeNorm,
+                             Upsampling)
+from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, leaky_relu,
+                             legacy_nearest_resize, make_initializer, upsample_nearest_2x)
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -33,6 +34,9 @@ class SPADEGenerator(keras.Model):
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
         seed: seed of the generator's own noise (z drawn when a VAE model gets none).
+        kind: ``spade`` (the reference) or ``baseline`` (``model.generator``, for the ablation:
+            the label map enters only through a conv encoder at the input, ``enc_0`` ..
+            ``enc_N``, and every SPADE is an ``AffineNorm``; the decoder is otherwise the same).
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
@@ -50,8 +54,11 @@ class SPADEGenerator(keras.Model):
     def __init__(self, base_filters=64, num_upsampling_layers="normal", crop_size=256,
                  aspect_ratio=1.0, use_vae=False, z_dim=256, spectral=True,
                  spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
-                 init_type="xavier", init_gain=0.02, seed=None, **kwargs):
+                 init_type="xavier", init_gain=0.02, seed=None, kind="spade", **kwargs):
         super().__init__(**kwargs)
+        self.kind = str(GeneratorKind.parse(kind, "kind"))
+        if self.kind == GeneratorKind.BASELINE.value and use_vae:
+            raise ValueError("kind='baseline' starts from the label map: it cannot be used with use_vae")
         self.base_filters = int(base_filters)
         self.num_upsampling_layers = str(Upsampling.parse(num_upsampling_layers,
                                                           "num_upsampling_layers"))
@@ -76,11 +83,27 @@ class SPADEGenerator(keras.Model):
 
         nf = self.base_filters
         init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        baseline = self.kind == GeneratorKind.BASELINE.value
         block = dict(spectral=self.spectral, spade_norm=self.spade_norm,
                      spade_kernel_size=self.spade_kernel_size,
-                     spade_hidden_filters=self.spade_hidden_filters, **init)
+                     spade_hidden_filters=self.spade_hidden_filters,
+                     modulation="affine" if baseline else "spade", **init)
         sh, sw = self.latent_hw
-        if self.use_vae:
+        self.num_encoder_convs = 0
+        if baseline:
+            # enc_0: 3x3 conv at full resolution, then one stride-2 3x3 conv per doubling of the
+            # decoder, widths doubling up to 16nf; instance norm + learned affine + LReLU after
+            # each but the last, which feeds head_0 directly, as fc does in SPADE.
+            n_down = UPSAMPLING_LAYERS[Upsampling(self.num_upsampling_layers)]
+            self.num_encoder_convs = n_down + 1
+            for i in range(self.num_encoder_convs):
+                f = min(nf * 2**i, 16 * nf) if i < n_down else 16 * nf
+                setattr(self, f"enc_{i}", TorchConv2D(f, 3, strides=1 if i == 0 else 2, padding=1,
+                                                      name=f"enc_{i}", **init))
+                if i < n_down:
+                    setattr(self, f"enc_norm_{i}", AffineNorm("instance", init_gain=self.init_gain,
+                                                              name=f"enc_norm_{i}"))
+        elif self.use_vae:
             # Linear(z_dim -> 16nf*sh*sw); its output is read channel-major (see call()).
             self.fc = keras.layers.Dense(
                 16 * nf * sh * sw, name="fc",
@@ -103,6 +126,21 @@ class SPADEGenerator(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 
     @property
+    def encoder_layers(self) -> list:
+        """The baseline's input encoder as (conv, norm or None) pairs; empty for SPADE."""
+        n = self.num_encoder_convs
+        return [(getattr(self, f"enc_{i}"), getattr(self, f"enc_norm_{i}", None)) for i in range(n)]
+
+    def encode_labels(self, seg, training=False):
+        """The baseline's input stage: full-resolution semantics to the (sh, sw) latent map."""
+        x = seg
+        for conv, norm in self.encoder_layers:
+            x = conv(x)
+            if norm is not None:
+                x = leaky_relu(norm(x, training=training))
+        return x
+
+    @property
     def up_blocks(self) -> list[SPADEResBlock]:
         return [getattr(self, f"up_{i}") for i in range(self.num_up_blocks)]
 
@@ -118,7 +156,14 @@ class SPADEGenerator(keras.Model):
         n = semantics_shape[0]
         sh, sw = self.latent_hw
         nf = self.base_filters
-        if self.use_vae:
+        if self.encoder_layers:
+            shape = list(semantics_shape)
+            for conv, norm in self.encoder_layers:
+                conv.build(tuple(shape))
+                shape = list(conv.compute_output_shape(tuple(shape)))
+                if norm is not None:
+                    norm.build(tuple(shape))
+        elif self.use_vae:
             self.fc.build((n, self.z_dim))
         else:
             self.fc.build((n, sh, sw, semantics_shape[-1]))
@@ -155,6 +200,9 @@ class SPADEGenerator(keras.Model):
             acts["fc"] = flat
             # The reference views the Linear output as NCHW (16nf, sh, sw): channel-major.
             x = ops.transpose(ops.reshape(flat, (-1, 16 * self.base_filters, sh, sw)), (0, 2, 3, 1))
+        elif self.encoder_layers:
+            x = self.encode_labels(seg, training=training)
+            acts["encoder"] = x
         else:
             x = self.fc(legacy_nearest_resize(seg, (sh, sw)))
             acts["fc"] = x
@@ -183,7 +231,7 @@ class SPADEGenerator(keras.Model):
                       spectral=self.spectral, spade_norm=self.spade_norm,
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain, seed=self.seed)
+                      init_gain=self.init_gain, seed=self.seed, kind=self.kind)
         return config
 
 
@@ -194,7 +242,8 @@ def generator_from_config(model: ModelConfig, seed=None) -> SPADEGenerator:
         crop_size=model.crop_size, aspect_ratio=model.aspect_ratio, use_vae=model.use_vae,
         z_dim=model.z_dim, spectral=model.generator_spectral, spade_norm=model.spade_norm.value,
         spade_kernel_size=model.spade_kernel_size, spade_hidden_filters=model.spade_hidden_filters,
-        init_type=model.init_type.value, init_gain=model.init_gain, seed=seed, name="generator")
+        init_type=model.init_type.value, init_gain=model.init_gain, seed=seed,
+        kind=model.generator.value, name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))
     return g

@@ -26,6 +26,13 @@ def leaky_relu(x):
     return ops.leaky_relu(x, negative_slope=LRELU_SLOPE)
 
 
+def at_least_float32(x):
+    """``x`` as float32, or kept as float64: statistics and losses never run in 16 bits under
+    mixed precision, and a float64 model (the distributed tests' exactness check) stays float64."""
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float64 else tf.cast(x, tf.float32)
+
+
 # --------------------------------------------------------------------------- initialisation
 
 
@@ -330,7 +337,7 @@ class TorchBatchNorm(keras.layers.Layer):
 
     def _batch_moments(self, x):
         axes = [0, 1, 2]
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
         ctx = tf.distribute.get_replica_context()
         if self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
             total, count = ctx.all_reduce("sum", [tf.reduce_sum(x, axes), count])
@@ -342,16 +349,18 @@ class TorchBatchNorm(keras.layers.Layer):
         return mean, var, count
 
     def call(self, inputs, training=False):
-        x = tf.cast(inputs, tf.float32)
+        x = at_least_float32(inputs)
         if training:
             mean, var, count = self._batch_moments(x)
             unbiased = var * count / tf.maximum(count - 1.0, 1.0)
             m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
-            self.moving_variance.assign(self.moving_variance * m
-                                        + tf.stop_gradient(unbiased) * (1.0 - m))
+            mean_d = tf.cast(tf.stop_gradient(mean), self.moving_mean.dtype)
+            unbiased = tf.cast(tf.stop_gradient(unbiased), self.moving_variance.dtype)
+            self.moving_mean.assign(self.moving_mean * m + mean_d * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
         else:
-            mean, var = tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance)
+            mean = tf.cast(self.moving_mean, x.dtype)
+            var = tf.cast(self.moving_variance, x.dtype)
         y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
         if self.affine:
             y = y * self.gamma + self.beta
@@ -383,7 +392,7 @@ class InstanceNormalization(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, inputs, training=False):
-        x = tf.cast(inputs, tf.float32)
+        x = at_least_float32(inputs)
         mean = tf.reduce_mean(x, [1, 2], keepdims=True)
         var = tf.reduce_mean(tf.square(x - mean), [1, 2], keepdims=True)
         return tf.cast((x - mean) * tf.math.rsqrt(var + self.epsilon), self.compute_dtype)
@@ -499,6 +508,46 @@ class SPADE(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
+class AffineNorm(keras.layers.Layer):
+    """A conventional normalization: SPADE's parameter-free norm, then a learned per-channel
+    scale and offset that do not depend on the label map (the ablation baseline; Park et al.,
+    CVPR 2019, Sec. 3.2: such a norm "washes away" a uniform label map).
+
+    It takes (and ignores) ``segmap`` so that it can stand where a ``SPADE`` layer stands.
+
+    Args:
+        norm_type: the parameter-free norm: ``sync_batch``, ``batch`` or ``instance``.
+        init_gain: the scale starts at N(1, init_gain), as the reference's affine norms.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, norm_type="sync_batch", init_gain=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
+        self.init_gain = float(init_gain)
+
+    def build(self, x_shape, segmap_shape=None):
+        c = int(x_shape[-1])
+        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm")
+        self.param_free_norm.build(x_shape)
+        self.gamma = self.add_weight(name="gamma", shape=(c,), autocast=False,
+                                     initializer=keras.initializers.RandomNormal(1.0, self.init_gain))
+        self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros", autocast=False)
+
+    def call(self, x, segmap=None, training=False):
+        y = self.param_free_norm(x, training=training)
+        return y * ops.cast(self.gamma, y.dtype) + ops.cast(self.beta, y.dtype)
+
+    def compute_output_shape(self, x_shape, segmap_shape=None):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(norm_type=self.norm_type, init_gain=self.init_gain)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
 class SPADEResBlock(keras.layers.Layer):
     """``SPADEResnetBlock`` (spec §2): two SPADE-LReLU-conv3x3 stages plus a shortcut.
 
@@ -514,6 +563,8 @@ class SPADEResBlock(keras.layers.Layer):
         spade_hidden_filters: SPADE's hidden width (128 in the reference).
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
+        modulation: ``spade`` (the reference) or ``affine``: every SPADE replaced by an
+            ``AffineNorm`` of the same norm type, which ignores the label map (the baseline).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -522,9 +573,16 @@ class SPADEResBlock(keras.layers.Layer):
         training: Python bool.
     """
 
+    MODULATIONS = ("spade", "affine")
+
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
-                 spade_hidden_filters=128, init_type="xavier", init_gain=0.02, **kwargs):
+                 spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
+                 **kwargs):
         super().__init__(**kwargs)
+        if modulation not in self.MODULATIONS:
+            raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
+                             + ", ".join(repr(m) for m in self.MODULATIONS))
+        self.modulation = modulation
         self.filters = int(filters)
         self.spectral = bool(spectral)
         self.spade_norm = str(SpadeNorm.parse(spade_norm, "spade_norm"))
@@ -538,12 +596,17 @@ class SPADEResBlock(keras.layers.Layer):
         self.learned_shortcut = fin != self.filters
         fmiddle = min(fin, self.filters)
         init = dict(init_type=self.init_type, init_gain=self.init_gain)
-        spade = dict(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
-                     hidden_filters=self.spade_hidden_filters, **init)
+        if self.modulation == "spade":
+            def make_norm(name):
+                return SPADE(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
+                             hidden_filters=self.spade_hidden_filters, name=name, **init)
+        else:
+            def make_norm(name):
+                return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name)
         self.conv_0 = make_conv(self.spectral, fmiddle, 3, padding=1, name="conv_0", **init)
         self.conv_1 = make_conv(self.spectral, self.filters, 3, padding=1, name="conv_1", **init)
-        self.norm_0 = SPADE(name="norm_0", **spade)
-        self.norm_1 = SPADE(name="norm_1", **spade)
+        self.norm_0 = make_norm("norm_0")
+        self.norm_1 = make_norm("norm_1")
         mid_shape = tuple(x_shape[:3]) + (fmiddle,)
         self.norm_0.build(x_shape, segmap_shape)
         self.conv_0.build(x_shape)
@@ -552,7 +615,7 @@ class SPADEResBlock(keras.layers.Layer):
         if self.learned_shortcut:
             self.conv_s = make_conv(self.spectral, self.filters, 1, use_bias=False, name="conv_s",
                                     **init)
-            self.norm_s = SPADE(name="norm_s", **spade)
+            self.norm_s = make_norm("norm_s")
             self.norm_s.build(x_shape, segmap_shape)
             self.conv_s.build(x_shape)
 
@@ -573,7 +636,7 @@ class SPADEResBlock(keras.layers.Layer):
         config.update(filters=self.filters, spectral=self.spectral, spade_norm=self.spade_norm,
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain)
+                      init_gain=self.init_gain, modulation=self.modulation)
         return config
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from spade_tf.config import GanMode
+from spade_tf.layers import at_least_float32
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def _logits(outputs):
 
 
 def _scale_loss(mode: GanMode, pred, target_is_real: bool, for_discriminator: bool):
-    pred = tf.cast(pred, tf.float32)
+    pred = at_least_float32(pred)
     if mode is GanMode.HINGE:
         if for_discriminator:
             return (tf.reduce_mean(tf.nn.relu(1.0 - pred)) if target_is_real
@@ -71,8 +72,8 @@ def feature_matching_loss(fake_outputs, real_outputs, lambda_feat=10.0):
     terms = []
     for fake_scale, real_scale in zip(fake_outputs, real_outputs):
         for f, r in zip(fake_scale[:-1], real_scale[:-1]):
-            f = tf.cast(f, tf.float32)
-            r = tf.stop_gradient(tf.cast(r, tf.float32))
+            f = at_least_float32(f)
+            r = tf.stop_gradient(at_least_float32(r))
             terms.append(tf.reduce_mean(tf.abs(f - r)))
     if not terms:
         raise ValueError("feature matching needs the discriminator's intermediate features "
@@ -85,8 +86,8 @@ def kl_divergence(mu, logvar):
 
     The reference's ``KLDLoss``; the ``KLD`` term is this times ``lambda_kld``.
     """
-    mu = tf.cast(mu, tf.float32)
-    logvar = tf.cast(logvar, tf.float32)
+    mu = at_least_float32(mu)
+    logvar = at_least_float32(logvar)
     return -0.5 * tf.reduce_sum(1.0 + logvar - tf.square(mu) - tf.exp(logvar))
 
 

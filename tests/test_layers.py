@@ -11,7 +11,7 @@ from spade_tf.discriminator import (MultiscaleDiscriminator, NLayerDiscriminator
                                     avg_pool_3x3_s2_exclude_pad)
 from spade_tf.encoder import ConvEncoder
 from spade_tf.generator import SPADEGenerator
-from spade_tf.layers import (SPADE, InstanceNormalization, SPADEResBlock, SpectralConv2D,
+from spade_tf.layers import (SPADE, AffineNorm, InstanceNormalization, SPADEResBlock, SpectralConv2D,
                              TorchBatchNorm, TorchConv2D, legacy_nearest_resize, make_initializer)
 
 
@@ -210,6 +210,9 @@ LAYERS = [
     SPADEGenerator(base_filters=8, num_upsampling_layers="most", crop_size=256, aspect_ratio=2.0,
                    use_vae=True, z_dim=16, spectral=False, spade_norm="batch", spade_kernel_size=5,
                    spade_hidden_filters=32, init_type="xavier_uniform", init_gain=0.5, seed=4),
+    AffineNorm(norm_type="instance", init_gain=0.3),
+    SPADEResBlock(8, spectral=True, spade_norm="batch", modulation="affine"),
+    SPADEGenerator(base_filters=4, crop_size=64, kind="baseline", seed=1),
 ]
 
 
