@@ -24,8 +24,14 @@ version=$(ls "$EXPORT/spade" | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 .venv/bin/spade-tf synthesize --model "$EXPORT/spade/$version-tflite/spade_fp16.tflite" \
   --labels "$WORKDIR/heldout/val_label" --instance "$WORKDIR/heldout/val_inst" \
   --out "$WORKDIR/synthesized/tflite_fp16" --quiet
+# Evaluation: the built-in segmenter (trained once, about 3 minutes, reused afterwards) scores the
+# validation split; KID/FID use its pooled features (no Inception weights here).
+SEGMENTER="${SEGMENTER:-runs/segmenter_quickstart}"
+[ -f "$SEGMENTER/segmenter.json" ] || .venv/bin/spade-tf train-segmenter --config quickstart --out "$SEGMENTER" --steps 800
+.venv/bin/spade-tf evaluate --checkpoint "$WORKDIR" --segmenter "$SEGMENTER" --out "$WORKDIR/eval" --quiet
 echo
 echo "samples (colourised label | generated | real): $latest"
 echo "checkpoints: $WORKDIR/checkpoints   TensorBoard: .venv/bin/tensorboard --logdir $WORKDIR/tensorboard"
 echo "export: $EXPORT/spade/$version (SavedModel), $EXPORT/spade/$version-tflite/ (TFLite), report $EXPORT/spade/$version-export.json"
 echo "held-out sheets: $WORKDIR/synthesized/savedmodel/sheet.png, $WORKDIR/synthesized/tflite_fp16/sheet.png"
+echo "evaluation: $WORKDIR/eval/report.html, $WORKDIR/eval/metrics.json"

@@ -219,7 +219,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
         inception_weights: local InceptionV3 weights file.
         overrides: ``key=value`` config overrides (e.g. ``data.root=...`` on another machine).
         split, batch_size, max_images: what to generate.
-        kid_subsets, kid_subset_size: KID's subsets (the size is capped by the image count).
+        kid_subsets, kid_subset_size: KID's subsets (the size is capped at half the images).
         grid_rows: examples in the picture grid.
 
     Returns the metrics dict (as written to metrics.json).
@@ -280,10 +280,12 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
         result["notes"].append("no segmenter given (--segmenter): segmentation scores left out")
     if feat is not None:
         a, b = np.concatenate(f_fake), np.concatenate(f_real)
-        kid_mean, kid_std = metrics.kid(a, b, subsets=kid_subsets, subset_size=kid_subset_size)
+        # Subsets of at most half the images, so that they differ and the std means something
+        # (the usual 1000 needs a few thousand images).
+        size = max(2, min(kid_subset_size, len(a) // 2))
+        kid_mean, kid_std = metrics.kid(a, b, subsets=kid_subsets, subset_size=size)
         result["extractor"] = feat.name
-        result["kid"] = {"mean": kid_mean, "std": kid_std, "subsets": kid_subsets,
-                         "subset_size": min(kid_subset_size, len(a))}
+        result["kid"] = {"mean": kid_mean, "std": kid_std, "subsets": kid_subsets, "subset_size": size}
         result["fid"] = metrics.fid(a, b) if len(a) >= 2 else None
         if len(a) < a.shape[1]:
             result["notes"].append(f"FID from {len(a)} images with {a.shape[1]}-d features: the "

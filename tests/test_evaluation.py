@@ -193,7 +193,7 @@ def test_evaluate_cli_writes_a_report_with_every_metric(trained, capsys):
         assert set(s) >= {"miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou"}
         assert 0 <= s["miou"] <= 1 and len(s["per_class_iou"]) == 9
     assert "segmenter context features" in m["extractor"]
-    assert np.isfinite(m["kid"]["mean"]) and m["kid"]["subset_size"] == 16
+    assert np.isfinite(m["kid"]["mean"]) and m["kid"]["subset_size"] == 8 and m["kid"]["std"] > 0
     assert np.isfinite(m["fid"]) and m["fid"] >= 0
     page = (out / "report.html").read_text()
     assert "mIoU" in page and "KID" in page and "Per-class IoU" in page and "sky" in page
@@ -212,3 +212,34 @@ def test_evaluate_with_inception_and_without_a_segmenter(trained):
     assert m["images"] == 8 and "RANDOM" in m["extractor"] and "segmentation" not in m
     assert any("no segmenter" in n for n in m["notes"])
     assert any("singular" in n for n in m["notes"])  # 8 images, 2048-d features
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("evaluation")
+def test_savedmodel_segmenter_and_extractor_plug_in(trained, tmp_path):
+    """A user's SavedModel (here: the built-in segmenter exported with one image input) gives
+    the same predictions and features as the built-in folder."""
+    from spade_tf.evaluation import load_segmenter, savedmodel_extractor, segmenter_features
+    from spade_tf.segmenter import load_builtin_segmenter
+
+    root, _ = trained
+    model, _ = load_builtin_segmenter(root / "segmenter")
+    spec = tf.TensorSpec([None, 64, 64, 3], tf.float32, name="image")
+    module = tf.Module()
+    # The variables, not the Keras model (whose own traced endpoint has no static image size).
+    module.weights = list(model.variables)
+    logits = tf.function(lambda image: {"logits": model(image, training=False)[0]}, input_signature=[spec],
+                    autograph=False)
+    feats = tf.function(lambda image: {"features": model(image, training=False)[1]}, input_signature=[spec],
+                    autograph=False)
+    tf.saved_model.save(module, str(tmp_path / "seg"), signatures={"serving_default": logits})
+    tf.saved_model.save(module, str(tmp_path / "feat"), signatures={"serving_default": feats})
+    x = np.tanh(np.random.default_rng(2).normal(size=(3, 64, 64, 3))).astype(np.float32)
+    builtin = load_segmenter(str(root / "segmenter"), 9)
+    plugged = load_segmenter(str(tmp_path / "seg"), 9)
+    assert plugged.name.startswith("SavedModel")
+    np.testing.assert_array_equal(plugged.predict(x), builtin.predict(x))
+    np.testing.assert_allclose(savedmodel_extractor(str(tmp_path / "feat"))(x),
+                               segmenter_features(str(root / "segmenter"))(x), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="not a SavedModel folder"):
+        load_segmenter(str(tmp_path), 9)
