@@ -146,9 +146,9 @@ def _workers_vs_one_process(tmp_path, dtype: str) -> dict:
     from spade_tf.cli import _free_ports
 
     script = str(REPO / "tests" / "workers_worker.py")
-    single = subprocess.run([sys.executable, script, str(tmp_path / "one.npz"), dtype], env=_env(),
-                            capture_output=True, text=True, timeout=600, cwd=str(REPO))
-    assert single.returncode == 0, single.stderr[-3000:]
+    # The single process and the two workers run at the same time (most of each is tracing).
+    single = subprocess.Popen([sys.executable, script, str(tmp_path / "one.npz"), dtype], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = [subprocess.Popen([sys.executable, script, str(tmp_path / "two.npz"), dtype], cwd=str(REPO),
                               env={**_env(), "TF_CONFIG": json.dumps(
@@ -156,6 +156,8 @@ def _workers_vs_one_process(tmp_path, dtype: str) -> dict:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
+    single_err = single.communicate(timeout=600)[1]
+    assert single.returncode == 0, single_err[-3000:]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     summary = json.loads(outs[0][0].strip().splitlines()[-1])
     assert summary == {"replicas": 2, "steps": 2, "dtypes": [dtype]}, summary
