@@ -203,7 +203,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
              extractor: Optional[str] = None, inception_weights: Optional[str] = None,
              overrides=(), split: str = "val", batch_size: int = 8, max_images: Optional[int] = None,
              kid_subsets: int = 100, kid_subset_size: int = 1000, grid_rows: int = 8,
-             progress: bool = True, _random_inception: bool = False) -> dict:
+             progress: bool = True) -> dict:
     """Generates images for ``split`` from the checkpoint and writes ``metrics.json``,
     ``report.html`` and ``report.png`` (label | generated | real rows) to ``out``.
 
@@ -213,7 +213,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
         segmenter: a built-in segmenter folder or a segmentation SavedModel; without one the
             segmentation scores are left out (and the report says why).
         extractor: ``inception`` (needs ``inception_weights``), ``segmenter`` (the built-in
-            segmenter's features), or a SavedModel path. Default: ``inception`` when
+            segmenter's features), a SavedModel path, or a ``FeatureExtractor``. Default: ``inception`` when
             ``inception_weights`` is given, else ``segmenter`` when a built-in segmenter is,
             else none (FID/KID left out, the report says why).
         inception_weights: local InceptionV3 weights file.
@@ -236,19 +236,19 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
     n_cls = config.model.num_classes
     seg = load_segmenter(segmenter, n_cls) if segmenter else None
     if extractor is None:
-        if inception_weights or _random_inception:
+        if inception_weights:
             extractor = "inception"
         elif seg is not None and seg.info:
             extractor = "segmenter"
-    feat = None
+    feat = extractor if isinstance(extractor, FeatureExtractor) else None
     if extractor == "inception":
-        feat = inception_extractor(inception_weights, random_init=_random_inception)
+        feat = inception_extractor(inception_weights)
     elif extractor == "segmenter":
         if seg is None or not seg.info:
             raise ValueError("--extractor segmenter needs --segmenter pointing at a built-in "
                              "segmenter folder (spade-tf train-segmenter)")
         feat = segmenter_features(segmenter)
-    elif extractor is not None:
+    elif extractor is not None and feat is None:
         feat = savedmodel_extractor(extractor)
 
     conf_fake = np.zeros((n_cls, n_cls), np.int64)

@@ -203,12 +203,12 @@ def test_evaluate_cli_writes_a_report_with_every_metric(trained, capsys):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("evaluation")
-def test_evaluate_with_inception_and_without_a_segmenter(trained):
+def test_evaluate_with_inception_and_without_a_segmenter(trained, random_inception):
     from spade_tf.evaluation import evaluate
 
     root, _ = trained
     m = evaluate(root / "run", root / "eval_inception", max_images=8, progress=False,
-                 _random_inception=True)
+                 extractor=random_inception)
     assert m["images"] == 8 and "RANDOM" in m["extractor"] and "segmentation" not in m
     assert any("no segmenter" in n for n in m["notes"])
     assert any("singular" in n for n in m["notes"])  # 8 images, 2048-d features
