@@ -65,8 +65,8 @@ def comparison_grid(runs, config, count: int = 6):
     import numpy as np
 
     from spade_tf.data.labels import colorize
-    from spade_tf.data.preview import rows_image
-    from spade_tf.evaluation import _to_u8, generate_split
+    from spade_tf.data.preview import rows_image, to_uint8
+    from spade_tf.evaluation import generate_split
     from spade_tf.networks import load_networks
 
     columns = {}
@@ -75,8 +75,8 @@ def comparison_grid(runs, config, count: int = 6):
         label, fake, real = next(generate_split(nets, cfg, batch_size=count, max_images=count,
                                                 progress=False))
         columns[kind] = fake
-    rows = [[colorize(label[i], config), _to_u8(columns["spade"][i]), _to_u8(columns["baseline"][i]),
-             _to_u8(real[i])] for i in range(len(label))]
+    rows = [[colorize(label[i], config), to_uint8(columns["spade"][i]), to_uint8(columns["baseline"][i]),
+             to_uint8(real[i])] for i in range(len(label))]
     return np.asarray(rows_image(rows))
 
 

@@ -188,15 +188,11 @@ def sample_grid(model, batch: dict, config: Config) -> np.ndarray:
     """uint8 grid, one row per example: colourised label | generated (eval mode) | real.
     VAE models take their style from the real image, as the reference's test.py."""
     from spade_tf.data.labels import colorize
-    from spade_tf.data.preview import rows_image
+    from spade_tf.data.preview import rows_image, to_uint8
 
     semantics = model.semantics(batch)
     real = tf.convert_to_tensor(batch["image"])
     fake, _ = model.generate(semantics, real, training=False)
-
-    def to_u8(x):
-        return np.clip((np.asarray(x, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-
-    rows = [[colorize(lab, config), to_u8(f), to_u8(r)]
+    rows = [[colorize(lab, config), to_uint8(f), to_uint8(r)]
             for lab, f, r in zip(batch["label"].numpy(), fake.numpy(), real.numpy())]
     return rows_image(rows)

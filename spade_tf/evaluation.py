@@ -173,10 +173,6 @@ def segmenter_features(path: str) -> FeatureExtractor:
 # --------------------------------------------------------------------------- evaluate
 
 
-def _to_u8(x):
-    return np.clip((np.asarray(x, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-
-
 def generate_split(networks, config: Config, *, split: str = "val", batch_size: int = 8,
                    max_images: Optional[int] = None, progress: bool = True):
     """Yields (label, generated, real) batches for ``split`` (inference mode, numpy)."""
@@ -227,7 +223,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
     from spade_tf import metrics
     from spade_tf.config import apply_overrides, config_to_dict
     from spade_tf.data.labels import colorize
-    from spade_tf.data.preview import rows_image, save_png
+    from spade_tf.data.preview import rows_image, save_png, to_uint8
     from spade_tf.networks import load_networks
     from PIL import Image
 
@@ -266,7 +262,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
             f_real.append(feat(real))
         for lab, f, r in zip(label, fake, real):
             if len(grid) < grid_rows:
-                grid.append([colorize(lab, config), _to_u8(f), _to_u8(r)])
+                grid.append([colorize(lab, config), to_uint8(f), to_uint8(r)])
     if count == 0:
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
 

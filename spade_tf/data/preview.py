@@ -13,6 +13,11 @@ from spade_tf.data.labels import colorize
 from spade_tf.fileio import atomic_path
 
 
+def to_uint8(image) -> np.ndarray:
+    """A float image in [-1, 1] (numpy or tensor) as uint8, rounded to the nearest level."""
+    return np.clip((np.asarray(image, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
 def rows_image(rows, pad: int = 4) -> np.ndarray:
     """uint8 grid from rows of equally sized uint8 [H, W, 3] images, white gaps between."""
     h, w = rows[0][0].shape[:2]
@@ -30,7 +35,7 @@ def sheet_image(labels, photos, config: Config, columns: int = 4) -> Image.Image
     for label, photo in zip(labels, photos):
         photo = np.asarray(photo)
         if photo.dtype != np.uint8:
-            photo = np.clip((photo + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            photo = to_uint8(photo)
         cells.append(np.concatenate([colorize(label, config), photo], axis=1))
     if not cells:
         raise ValueError("nothing to show")
