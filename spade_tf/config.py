@@ -126,6 +126,25 @@ class Preprocess(StrEnum):
     NONE = "none"
 
 
+class LabelConv(StrEnum):
+    """How SPADE's first convolution reads the one-hot label map (``perf.label_conv``)."""
+
+    DENSE = "dense"  # the reference's form: a KxK conv over every one-hot channel
+    # A KxK conv of a one-hot map is a sum of K*K rows of the kernel, one per tap, picked by the
+    # class under that tap: embedding lookups instead of multiply-adds. Both are exact for
+    # one-hot maps (at most one 1 per pixel), e.g. those of spade_tf.semantics.to_semantics.
+    GATHER = "gather"  # K*K tf.gather + add (TFLite builtins)
+    SEGMENT_SUM = "segment_sum"  # one fused lookup-and-sum (SparseSegmentSum): fastest on CPU
+
+
+class FilterGradient(StrEnum):
+    """How conv kernel gradients are computed (``perf.filter_gradient``)."""
+
+    AUTO = "auto"  # swapped when no GPU is visible, native otherwise
+    NATIVE = "native"  # Conv2DBackpropFilter
+    SWAPPED = "swapped"  # one forward conv with batch and channels swapped (faster on CPU)
+
+
 UPSAMPLING_LAYERS = {Upsampling.NORMAL: 5, Upsampling.MORE: 6, Upsampling.MOST: 7}
 
 
@@ -296,6 +315,24 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PerfConfig:
+    """How the networks compute, not what: every option gives the same numbers to float rounding
+    (tests/test_performance.py), and checkpoints are the same whichever is chosen."""
+
+    # SPADE's first conv on the one-hot map (segment_sum becomes gather under train.jit_compile:
+    # XLA has no SparseSegmentSum)
+    label_conv: LabelConv = LabelConv.SEGMENT_SUM
+    fuse_gamma_beta: bool = True  # each SPADE's gamma and beta convs as one conv with 2C outputs
+    # resize the label map once per resolution, and run the first convs of all SPADE layers at
+    # one resolution as one conv (their kernels concatenated)
+    share_label_features: bool = True
+    filter_gradient: FilterGradient = FilterGradient.AUTO  # conv kernel gradients
+
+    def __post_init__(self) -> None:
+        _coerce_enums(self, "perf")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: every section, resolved."""
 
@@ -304,9 +341,19 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    perf: PerfConfig = dataclasses.field(default_factory=PerfConfig)
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def effective_perf(config: Config) -> PerfConfig:
+    """``config.perf`` as the networks can run it: XLA (``train.jit_compile``) cannot compile
+    SparseSegmentSum, so ``segment_sum`` lookups become ``gather`` lookups (the same numbers)."""
+    perf = config.perf
+    if config.train.jit_compile and perf.label_conv is LabelConv.SEGMENT_SUM:
+        return dataclasses.replace(perf, label_conv=LabelConv.GATHER)
+    return perf
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import InitType, LayerNorm, ModelConfig
+from spade_tf.config import FilterGradient, InitType, LayerNorm, ModelConfig, PerfConfig
 from spade_tf.layers import TorchConv2D, leaky_relu, make_conv, make_layer_norm
 
 KERNEL = 4
@@ -43,6 +43,7 @@ class NLayerDiscriminator(keras.layers.Layer):
         spectral: spectral norm on model1..n-1 (the reference requires it).
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv (``perf.filter_gradient``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -54,7 +55,7 @@ class NLayerDiscriminator(keras.layers.Layer):
     """
 
     def __init__(self, base_filters=64, num_layers=4, norm="instance", spectral=True,
-                 init_type="xavier", init_gain=0.02, **kwargs):
+                 init_type="xavier", init_gain=0.02, filter_gradient="auto", **kwargs):
         super().__init__(**kwargs)
         self.base_filters = int(base_filters)
         self.num_layers = int(num_layers)
@@ -62,8 +63,10 @@ class NLayerDiscriminator(keras.layers.Layer):
         self.spectral = bool(spectral)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
 
-        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain,
+                    filter_gradient=self.filter_gradient)
         nf = self.base_filters
         # Named attributes, not lists: Keras 3 lists are invisible to tf.train.Checkpoint.
         self.model0 = TorchConv2D(nf, KERNEL, strides=2, padding=PADDING, name="model0", **init)
@@ -113,7 +116,8 @@ class NLayerDiscriminator(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(base_filters=self.base_filters, num_layers=self.num_layers, norm=self.norm,
-                      spectral=self.spectral, init_type=self.init_type, init_gain=self.init_gain)
+                      spectral=self.spectral, init_type=self.init_type, init_gain=self.init_gain,
+                      filter_gradient=self.filter_gradient)
         return config
 
 
@@ -131,6 +135,7 @@ class MultiscaleDiscriminator(keras.Model):
             (the reference returns only the logits with ``--no_ganFeat_loss``).
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv.
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
@@ -143,8 +148,9 @@ class MultiscaleDiscriminator(keras.Model):
 
     def __init__(self, num_discriminators=2, base_filters=64, num_layers=4, norm="instance",
                  spectral=True, return_features=True, init_type="xavier", init_gain=0.02,
-                 **kwargs):
+                 filter_gradient="auto", **kwargs):
         super().__init__(**kwargs)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
         self.num_discriminators = int(num_discriminators)
         self.base_filters = int(base_filters)
         self.num_layers = int(num_layers)
@@ -156,7 +162,7 @@ class MultiscaleDiscriminator(keras.Model):
         for i in range(self.num_discriminators):  # attributes, not a list (see NLayerDiscriminator)
             setattr(self, f"discriminator_{i}", NLayerDiscriminator(
                 self.base_filters, self.num_layers, self.norm, self.spectral, self.init_type,
-                self.init_gain, name=f"discriminator_{i}"))
+                self.init_gain, filter_gradient=self.filter_gradient, name=f"discriminator_{i}"))
 
     @property
     def discriminators(self) -> list:
@@ -185,17 +191,20 @@ class MultiscaleDiscriminator(keras.Model):
         config.update(num_discriminators=self.num_discriminators, base_filters=self.base_filters,
                       num_layers=self.num_layers, norm=self.norm, spectral=self.spectral,
                       return_features=self.return_features, init_type=self.init_type,
-                      init_gain=self.init_gain)
+                      init_gain=self.init_gain, filter_gradient=self.filter_gradient)
         return config
 
 
-def discriminator_from_config(model: ModelConfig, return_features: bool = True):
+def discriminator_from_config(model: ModelConfig, return_features: bool = True,
+                              perf: PerfConfig | None = None):
     """Builds (with weights) the multiscale discriminator for ``model``."""
+    perf = perf or PerfConfig()
     d = MultiscaleDiscriminator(
         num_discriminators=model.num_discriminators, base_filters=model.disc_filters,
         num_layers=model.disc_layers, norm=model.disc_norm.value, spectral=model.disc_spectral,
         return_features=return_features, init_type=model.init_type.value,
-        init_gain=model.init_gain, name="discriminator")
+        init_gain=model.init_gain, filter_gradient=perf.filter_gradient.value,
+        name="discriminator")
     h, w = model.output_hw
     d.build((None, h, w, model.semantic_channels + 3))
     return d

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import InitType, LayerNorm, ModelConfig
+from spade_tf.config import FilterGradient, InitType, LayerNorm, ModelConfig, PerfConfig
 from spade_tf.layers import leaky_relu, make_conv, make_initializer, make_layer_norm
 
 ENCODER_INPUT_SIZE = 256  # the reference resizes every style image to 256 x 256
@@ -42,8 +42,10 @@ class ConvEncoder(keras.Model):
     """
 
     def __init__(self, base_filters=64, crop_size=256, latent_dim=256, norm="instance",
-                 spectral=True, init_type="xavier", init_gain=0.02, **kwargs):
+                 spectral=True, init_type="xavier", init_gain=0.02, filter_gradient="auto",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
         self.base_filters = int(base_filters)
         self.crop_size = int(crop_size)
         self.latent_dim = int(latent_dim)
@@ -60,7 +62,8 @@ class ConvEncoder(keras.Model):
         for i, filters in enumerate(widths, start=1):
             setattr(self, f"layer{i}", make_conv(
                 self.spectral, filters, 3, strides=2, padding=1, use_bias=use_bias,
-                init_type=self.init_type, init_gain=self.init_gain, name=f"layer{i}"))
+                init_type=self.init_type, init_gain=self.init_gain,
+                filter_gradient=self.filter_gradient, name=f"layer{i}"))
             setattr(self, f"layer{i}_norm",
                     make_layer_norm(self.norm, self.init_gain, name=f"layer{i}_norm"))
         dense_init = make_initializer(self.init_type, self.init_gain)
@@ -115,7 +118,8 @@ class ConvEncoder(keras.Model):
         config = super().get_config()
         config.update(base_filters=self.base_filters, crop_size=self.crop_size,
                       latent_dim=self.latent_dim, norm=self.norm, spectral=self.spectral,
-                      init_type=self.init_type, init_gain=self.init_gain)
+                      init_type=self.init_type, init_gain=self.init_gain,
+                      filter_gradient=self.filter_gradient)
         return config
 
 
@@ -124,11 +128,13 @@ def reparameterize(mu, logvar, eps):
     return eps * ops.exp(0.5 * logvar) + mu
 
 
-def encoder_from_config(model: ModelConfig) -> ConvEncoder:
+def encoder_from_config(model: ModelConfig, perf: PerfConfig | None = None) -> ConvEncoder:
     """Builds (with weights) the encoder for ``model``."""
+    perf = perf or PerfConfig()
     e = ConvEncoder(base_filters=model.base_filters, crop_size=model.crop_size,
                     latent_dim=model.z_dim, norm=model.encoder_norm.value,
                     spectral=model.encoder_spectral, init_type=model.init_type.value,
-                    init_gain=model.init_gain, name="encoder")
+                    init_gain=model.init_gain, filter_gradient=perf.filter_gradient.value,
+                    name="encoder")
     e.build((None, ENCODER_INPUT_SIZE, ENCODER_INPUT_SIZE, 3))
     return e

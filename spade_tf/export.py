@@ -537,8 +537,12 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             tfl_tmp = tmp / "tflite"
             tfl_tmp.mkdir()
             graph_dir = tmp / "tflite_graph"
-            tf.saved_model.save(module, str(graph_dir),
-                                signatures={"serving_default": _tflite_function(module)})
+            # SparseSegmentSum (perf.label_conv=segment_sum) is not a TFLite builtin: the TFLite
+            # graph reads the label map with K*K GATHERs instead (the same numbers).
+            tfl_method = "gather" if nets.generator.label_conv == "segment_sum" else nets.generator.label_conv
+            with nets.generator.label_conv_as(tfl_method):
+                tf.saved_model.save(module, str(graph_dir),
+                                    signatures={"serving_default": _tflite_function(module)})
             inputs, report["tflite_parity_source"] = parity_inputs, "given"
             if inputs is None:
                 try:

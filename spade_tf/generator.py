@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import (UPSAMPLING_LAYERS, GeneratorKind, InitType, ModelConfig, SpadeNorm,
-                             Upsampling)
-from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, leaky_relu,
-                             legacy_nearest_resize, make_initializer, upsample_nearest_2x)
+from spade_tf.config import (UPSAMPLING_LAYERS, FilterGradient, GeneratorKind, InitType, LabelConv,
+                             ModelConfig, PerfConfig, SpadeNorm, Upsampling)
+from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
+                             legacy_nearest_resize, make_initializer, onehot_indices,
+                             upsample_nearest_2x)
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -37,7 +40,18 @@ class SPADEGenerator(keras.Model):
         kind: ``spade`` (the reference) or ``baseline`` (``model.generator``, for the ablation:
             the label map enters only through a conv encoder at the input, ``enc_0`` ..
             ``enc_N``, and every SPADE is an ``AffineNorm``; the decoder is otherwise the same).
+        onehot_channels: leading one-hot channels of the semantic map (classes + dontcare);
+            None: treat the whole map as dense.
+        label_conv: ``dense`` | ``gather`` | ``segment_sum``: how SPADE's first conv reads the
+            one-hot channels (``perf.label_conv``; lookups are exact for one-hot maps).
+        fuse_gamma_beta: each SPADE's gamma and beta convs as one conv (``perf.fuse_gamma_beta``).
+        share_label_features: resize the label map once per resolution and run the first
+            convs of all SPADE layers at one resolution as one conv (``perf.share_label_features``).
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` (``perf.filter_gradient``).
         **kwargs: standard ``keras.Model`` arguments.
+
+    The ``perf`` arguments change how the variables are applied, never which variables exist:
+    a checkpoint loads into any combination, and all give the same outputs to float rounding.
 
     Call arguments:
         semantics: float NHWC semantic map (see ``spade_tf.semantics.to_semantics``) at the
@@ -54,8 +68,15 @@ class SPADEGenerator(keras.Model):
     def __init__(self, base_filters=64, num_upsampling_layers="normal", crop_size=256,
                  aspect_ratio=1.0, use_vae=False, z_dim=256, spectral=True,
                  spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
-                 init_type="xavier", init_gain=0.02, seed=None, kind="spade", **kwargs):
+                 init_type="xavier", init_gain=0.02, seed=None, kind="spade", onehot_channels=None,
+                 label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
+                 filter_gradient="auto", **kwargs):
         super().__init__(**kwargs)
+        self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
+        self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
+        self.fuse_gamma_beta = bool(fuse_gamma_beta)
+        self.share_label_features = bool(share_label_features)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
         self.kind = str(GeneratorKind.parse(kind, "kind"))
         if self.kind == GeneratorKind.BASELINE.value and use_vae:
             raise ValueError("kind='baseline' starts from the label map: it cannot be used with use_vae")
@@ -82,12 +103,15 @@ class SPADEGenerator(keras.Model):
         self.output_hw = geometry.output_hw
 
         nf = self.base_filters
-        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain,
+                    filter_gradient=self.filter_gradient)
         baseline = self.kind == GeneratorKind.BASELINE.value
         block = dict(spectral=self.spectral, spade_norm=self.spade_norm,
                      spade_kernel_size=self.spade_kernel_size,
                      spade_hidden_filters=self.spade_hidden_filters,
-                     modulation="affine" if baseline else "spade", **init)
+                     modulation="affine" if baseline else "spade",
+                     onehot_channels=self.onehot_channels, label_conv=self.label_conv,
+                     fuse_gamma_beta=self.fuse_gamma_beta, **init)
         sh, sw = self.latent_hw
         self.num_encoder_convs = 0
         if baseline:
@@ -105,7 +129,7 @@ class SPADEGenerator(keras.Model):
                                                               name=f"enc_norm_{i}"))
         elif self.use_vae:
             # Linear(z_dim -> 16nf*sh*sw); its output is read channel-major (see call()).
-            self.fc = keras.layers.Dense(
+            self.fc = keras.layers.Dense(  # not a conv: no filter_gradient
                 16 * nf * sh * sw, name="fc",
                 kernel_initializer=make_initializer(self.init_type, self.init_gain))
         else:
@@ -180,6 +204,62 @@ class SPADEGenerator(keras.Model):
             shape[3] = blk.filters
         self.conv_img.build(tuple(shape))
 
+    @contextlib.contextmanager
+    def label_conv_as(self, method):
+        """Traces inside this context read the one-hot map with ``method`` (e.g. ``gather`` for
+        a TFLite graph: SparseSegmentSum is not a TFLite builtin). Variables are unchanged."""
+        method = str(LabelConv.parse(method, "label_conv"))
+        layers = [self] + [spade for blk in self.blocks for spade in blk.spade_layers.values()]
+        saved = [layer.label_conv for layer in layers]
+        try:
+            for layer in layers:
+                layer.label_conv = method
+            yield self
+        finally:
+            for layer, old in zip(layers, saved):
+                layer.label_conv = old
+
+    def block_resolutions(self) -> list:
+        """[(block, (h, w))] in forward order: the resolution each residual block works at."""
+        h, w = self.latent_hw
+        out = [(self.head_0, (h, w)), (self.G_middle_0, (2 * h, 2 * w))]
+        if self._extra_up_after_middle_0():
+            h, w = 2 * h, 2 * w
+        h, w = 2 * h, 2 * w
+        out.append((self.G_middle_1, (h, w)))
+        for blk in self.up_blocks:
+            h, w = 2 * h, 2 * w
+            out.append((blk, (h, w)))
+        return out
+
+    def shared_label_features(self, seg):
+        """{block name: {SPADE name: relu(mlp_shared(seg at the block's resolution))}}.
+
+        The label map is resized once per resolution (and its one-hot indices computed once),
+        and the shared convs of every SPADE layer at one resolution (up to 4 for ade20k at
+        16x16, 3 in each up block) run as one conv with their kernels concatenated, then split:
+        the same products, fewer passes over the label map.
+        """
+        groups = {}
+        for blk, hw in self.block_resolutions():
+            for name, spade in blk.spade_layers.items():
+                groups.setdefault(hw, []).append((blk.name, name, spade))
+        lookup = self.label_conv != LabelConv.DENSE.value and self.onehot_channels
+        indices = onehot_indices(seg[..., :self.onehot_channels]) if lookup else None
+        out = {blk.name: {} for blk in self.blocks}
+        for hw, members in groups.items():
+            seg_r = legacy_nearest_resize(seg, hw)
+            idx_r = None if indices is None else legacy_nearest_resize(indices[..., None], hw)[..., 0]
+            kernels, biases = zip(*(spade.shared_kernel() for _, _, spade in members))
+            first = members[0][2]
+            y = ops.relu(label_map_conv(first.mlp_shared, ops.concatenate(kernels, -1),
+                                        ops.concatenate(biases, -1), seg_r, idx_r,
+                                        self.onehot_channels, self.label_conv))
+            widths = [int(k.shape[-1]) for k in kernels]
+            for (blk_name, name, _), part in zip(members, tf.split(y, widths, axis=-1)):
+                out[blk_name][name] = part
+        return out
+
     def sample_z(self, batch_size):
         return keras.random.normal((batch_size, self.z_dim), seed=self.seed_generator)
 
@@ -206,17 +286,26 @@ class SPADEGenerator(keras.Model):
         else:
             x = self.fc(legacy_nearest_resize(seg, (sh, sw)))
             acts["fc"] = x
-        x = self.head_0(x, seg, training=training)
+        hidden = {}
+        if self.share_label_features and self.kind == GeneratorKind.SPADE.value:
+            hidden = self.shared_label_features(seg)
+
+        def block(blk, t):
+            if blk.name in hidden:
+                return blk(t, seg, training=training, hidden=hidden[blk.name])
+            return blk(t, seg, training=training)
+
+        x = block(self.head_0, x)
         acts["head_0"] = x
         x = upsample_nearest_2x(x)
-        x = self.G_middle_0(x, seg, training=training)
+        x = block(self.G_middle_0, x)
         acts["G_middle_0"] = x
         if self._extra_up_after_middle_0():
             x = upsample_nearest_2x(x)
-        x = self.G_middle_1(x, seg, training=training)
+        x = block(self.G_middle_1, x)
         acts["G_middle_1"] = x
         for blk in self.up_blocks:
-            x = blk(upsample_nearest_2x(x), seg, training=training)
+            x = block(blk, upsample_nearest_2x(x))
             acts[blk.name] = x
         x = self.conv_img(leaky_relu(x))
         acts["conv_img"] = x
@@ -231,19 +320,29 @@ class SPADEGenerator(keras.Model):
                       spectral=self.spectral, spade_norm=self.spade_norm,
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain, seed=self.seed, kind=self.kind)
+                      init_gain=self.init_gain, seed=self.seed, kind=self.kind,
+                      onehot_channels=self.onehot_channels, label_conv=self.label_conv,
+                      fuse_gamma_beta=self.fuse_gamma_beta,
+                      share_label_features=self.share_label_features,
+                      filter_gradient=self.filter_gradient)
         return config
 
 
-def generator_from_config(model: ModelConfig, seed=None) -> SPADEGenerator:
-    """Builds (with weights) a generator for ``model``."""
+def generator_from_config(model: ModelConfig, seed=None, perf: PerfConfig | None = None
+                          ) -> SPADEGenerator:
+    """Builds (with weights) a generator for ``model``, computing as ``perf`` says (default:
+    every optimisation on)."""
+    perf = perf or PerfConfig()
     g = SPADEGenerator(
         base_filters=model.base_filters, num_upsampling_layers=model.num_upsampling_layers.value,
         crop_size=model.crop_size, aspect_ratio=model.aspect_ratio, use_vae=model.use_vae,
         z_dim=model.z_dim, spectral=model.generator_spectral, spade_norm=model.spade_norm.value,
         spade_kernel_size=model.spade_kernel_size, spade_hidden_filters=model.spade_hidden_filters,
         init_type=model.init_type.value, init_gain=model.init_gain, seed=seed,
-        kind=model.generator.value, name="generator")
+        kind=model.generator.value, onehot_channels=model.num_label_channels,
+        label_conv=perf.label_conv.value, fuse_gamma_beta=perf.fuse_gamma_beta,
+        share_label_features=perf.share_label_features,
+        filter_gradient=perf.filter_gradient.value, name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))
     return g

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import InitType, LayerNorm, SpadeNorm
+from spade_tf.config import FilterGradient, InitType, LabelConv, LayerNorm, SpadeNorm
 
 LRELU_SLOPE = 0.2  # every LeakyReLU of the reference
 
@@ -104,6 +104,75 @@ def upsample_nearest_2x(x):
 # --------------------------------------------------------------------------- convolutions
 
 
+def use_swapped_filter_gradient(mode) -> bool:
+    """Resolves ``filter_gradient``: ``auto`` is ``swapped`` when no GPU is visible (measured on
+    CPU, docs/performance.md) and ``native`` otherwise (cuDNN's own kernel gradient)."""
+    mode = FilterGradient.parse(mode, "filter_gradient")
+    if mode is FilterGradient.AUTO:
+        return not tf.config.list_logical_devices("GPU")
+    return mode is FilterGradient.SWAPPED
+
+
+def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
+    """dL/dK of a convolution as one forward convolution with batch and channels swapped.
+
+    dK[a, b, i, o] = sum_{n, h, w} xp[n, s*h + a, s*w + b, i] * dy[n, h, w, o] (xp: x
+    zero-padded by ``padding``) is a VALID convolution of xp viewed as [i, H, W, n] with dy
+    viewed as a [h, w, n, o] kernel dilated by the stride. The same products and sums as
+    ``Conv2DBackpropFilter`` in another order; on this CPU oneDNN runs it 1.3-1.9x faster
+    than its kernel-gradient primitive.
+    """
+    xt = tf.transpose(x, (3, 1, 2, 0))
+    if dy.shape[0] == 1:  # batch 1: the kernel view is a free reshape
+        dyt = tf.reshape(dy, tf.concat([tf.shape(dy)[1:3], [1, tf.shape(dy)[3]]], 0))
+    else:
+        dyt = tf.transpose(dy, (1, 2, 0, 3))
+    if padding:
+        # A pad op, not the conv's explicit padding: with explicit padding the ade20k training
+        # step was measured 15-20% slower here.
+        xt = tf.pad(xt, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    r = tf.nn.conv2d(xt, dyt, strides=1, padding="VALID", dilations=strides)
+    return tf.transpose(r[:, :kernel_size, :kernel_size, :], (1, 2, 0, 3))
+
+
+def conv2d(x, kernel, strides=1, padding=0, swapped_filter_gradient=False):
+    """A convolution (NHWC, HWIO) with PyTorch's symmetric zero padding, optionally with the
+    swapped kernel gradient.
+
+    Args:
+        x: NHWC input.
+        kernel: HWIO kernel (a tensor: cast and spectral-normalized already).
+        strides: stride in both directions.
+        padding: zero padding on each side (PyTorch's ``padding``).
+        swapped_filter_gradient: compute the kernel's gradient with
+            ``_swapped_filter_gradient`` instead of ``Conv2DBackpropFilter``.
+    """
+    k, p = int(kernel.shape[0]), int(padding)
+    if k % 2 == 1 and p == k // 2 and strides == 1:
+        pad = "SAME"  # symmetric here
+    else:
+        # An explicit pad op (see _swapped_filter_gradient).
+        pad = "VALID"
+        if p:
+            x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+    if not swapped_filter_gradient:
+        return tf.nn.conv2d(x, kernel, strides=strides, padding=pad)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.nn.conv2d(x, kernel, strides=strides, padding=pad)
+
+        def grad(dy):
+            dx = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                strides=[1, strides, strides, 1], padding=pad)
+            return dx, _swapped_filter_gradient(x, dy, k, strides, k // 2 if pad == "SAME" else 0)
+
+        return y, grad
+
+    return conv(x, kernel)
+
+
 @keras.saving.register_keras_serializable(package="spade_tf")
 class TorchConv2D(keras.layers.Layer):
     """A 2-D convolution with PyTorch's explicit, symmetric zero padding.
@@ -120,12 +189,16 @@ class TorchConv2D(keras.layers.Layer):
         use_bias: whether to add a bias.
         init_type: the reference's ``--init_type`` for the kernel (biases start at zero).
         init_gain: the reference's ``--init_variance``.
+        filter_gradient: how the kernel gradient is computed: ``native``
+            (``Conv2DBackpropFilter``), ``swapped`` (a forward conv with batch and channels
+            swapped, faster on CPU; the same sums) or ``auto`` (swapped without a GPU).
         **kwargs: standard ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=True,
-                 init_type="xavier", init_gain=0.02, **kwargs):
+                 init_type="xavier", init_gain=0.02, filter_gradient="auto", **kwargs):
         super().__init__(**kwargs)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
@@ -151,16 +224,16 @@ class TorchConv2D(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         kernel = ops.cast(self.effective_kernel(training=bool(training)), self.compute_dtype)
-        k, p, s = self.kernel_size, self.padding, self.strides
-        if s == 1 and k % 2 == 1 and p == k // 2:
-            y = ops.conv(inputs, kernel, strides=1, padding="same")  # symmetric: identical
-        else:
-            if p:
-                inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
-            y = ops.conv(inputs, kernel, strides=s, padding="valid")
+        y = self.convolve(inputs, kernel)
         if self.use_bias:
             y = y + ops.cast(self.bias, self.compute_dtype)
         return y
+
+    def convolve(self, inputs, kernel):
+        """This layer's convolution (padding, stride, gradient form) with another kernel: the
+        fused SPADE convs run several layers' kernels concatenated through it."""
+        swapped = use_swapped_filter_gradient(self.filter_gradient)
+        return conv2d(inputs, kernel, self.strides, self.padding, swapped)
 
     def compute_output_shape(self, input_shape):
         def out(n):
@@ -171,7 +244,7 @@ class TorchConv2D(keras.layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
                       padding=self.padding, use_bias=self.use_bias, init_type=self.init_type,
-                      init_gain=self.init_gain)
+                      init_gain=self.init_gain, filter_gradient=self.filter_gradient)
         return config
 
 
@@ -213,15 +286,18 @@ class SpectralConv2D(TorchConv2D):
         init_gain: ``--init_variance``.
         power_iterations: power iterations per training forward (the reference uses 1).
         epsilon: the normalization epsilon (PyTorch's 1e-12).
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` (see ``TorchConv2D``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
     INIT_POWER_ITERATIONS = 10
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=True,
-                 init_type="xavier", init_gain=0.02, power_iterations=1, epsilon=1e-12, **kwargs):
+                 init_type="xavier", init_gain=0.02, power_iterations=1, epsilon=1e-12,
+                 filter_gradient="auto", **kwargs):
         super().__init__(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-                         init_type=init_type, init_gain=init_gain, **kwargs)
+                         init_type=init_type, init_gain=init_gain,
+                         filter_gradient=filter_gradient, **kwargs)
         self.power_iterations = int(power_iterations)
         self.epsilon = float(epsilon)
 
@@ -236,7 +312,7 @@ class SpectralConv2D(TorchConv2D):
         self.v = self.add_weight(name="v", shape=(in_channels * self.kernel_size**2,),
                                  initializer=unit, **sync)
         with tf.init_scope():  # eager, even when the first call happens inside a tf.function
-            u, v = self._power_iteration(self.weight_matrix(), self.u, self.v,
+            u, v = self._power_iteration(self._hwio_matrix(), self.u, self.v,
                                          self.INIT_POWER_ITERATIONS)
             self.u.assign(u)
             self.v.assign(v)
@@ -245,29 +321,61 @@ class SpectralConv2D(TorchConv2D):
         """``kernel_orig`` as the reference's (out, in*k*k) matrix (OIHW flattening)."""
         return tf.reshape(tf.transpose(self.kernel_orig, (3, 2, 0, 1)), (self.filters, -1))
 
-    def _power_iteration(self, w, u, v, n):
-        w = tf.stop_gradient(w)
+    # W = weight_matrix() is never formed in the forward: transposing a 1024x1024x3x3 kernel
+    # twice per step cost 2.4 s of each ade20k iteration. W v and W^T u are computed from the
+    # HWIO kernel viewed as M = (k*k*in, out) (a free reshape), with only the short v / W^T u
+    # vectors reordered between the reference's (in, kh, kw) and our (kh, kw, in) layout.
+
+    def _hwio_matrix(self):
+        return tf.reshape(self.kernel_orig, (-1, self.filters))
+
+    def _v_to_hwi(self, v):
+        k, c = self.kernel_size, self.kernel_orig.shape[2]
+        return tf.reshape(tf.transpose(tf.reshape(v, (c, k, k)), (1, 2, 0)), (-1,))
+
+    def _hwi_to_v(self, x):
+        k, c = self.kernel_size, self.kernel_orig.shape[2]
+        return tf.reshape(tf.transpose(tf.reshape(x, (k, k, c)), (2, 0, 1)), (-1,))
+
+    def _power_iteration(self, m, u, v, n):
+        m = tf.stop_gradient(m)
         u = tf.convert_to_tensor(u)
         v = tf.convert_to_tensor(v)
         for _ in range(n):
-            v = _l2_normalize(tf.linalg.matvec(w, u, transpose_a=True), self.epsilon)
-            u = _l2_normalize(tf.linalg.matvec(w, v), self.epsilon)
+            v = _l2_normalize(self._hwi_to_v(tf.linalg.matvec(m, u)), self.epsilon)  # W^T u
+            u = _l2_normalize(tf.linalg.matvec(m, self._v_to_hwi(v), transpose_a=True),
+                              self.epsilon)  # W v
         return u, v
 
     def sigma(self, training=False):
         """The spectral norm estimate sigma = u . (W v); updates u, v when ``training``."""
-        w = self.weight_matrix()
+        m = self._hwio_matrix()
         if training and self.power_iterations > 0:
-            u, v = self._power_iteration(w, self.u, self.v, self.power_iterations)
+            u, v = self._power_iteration(m, self.u, self.v, self.power_iterations)
             self.u.assign(u)
             self.v.assign(v)
         else:
             u, v = tf.convert_to_tensor(self.u), tf.convert_to_tensor(self.v)
         u, v = tf.stop_gradient(u), tf.stop_gradient(v)
-        return tf.tensordot(u, tf.linalg.matvec(w, v), 1)
+        wv = tf.linalg.matvec(m, self._v_to_hwi(v), transpose_a=True)
+        return tf.tensordot(u, wv, 1)
 
     def effective_kernel(self, training=False):
         return self.kernel_orig / self.sigma(training=training)
+
+    def call(self, inputs, training=False):
+        # conv(x, W / sigma) = conv(x, W) / sigma. Dividing whichever is smaller, the kernel or
+        # the output, saves passes over 9.4M-weight kernels at 8x8 to 32x32 (their outputs are
+        # 10-100x smaller), forward and backward; the numbers agree to float rounding.
+        shape = self.compute_output_shape(inputs.shape)
+        out_size = None if None in shape else math.prod(shape)
+        if out_size is None or out_size >= math.prod(self.kernel_orig.shape):
+            return super().call(inputs, training=training)
+        sigma = ops.cast(self.sigma(training=bool(training)), self.compute_dtype)
+        y = self.convolve(inputs, ops.cast(self.kernel_orig, self.compute_dtype)) / sigma
+        if self.use_bias:
+            y = y + ops.cast(self.bias, self.compute_dtype)
+        return y
 
     def get_config(self):
         config = super().get_config()
@@ -429,10 +537,111 @@ def make_layer_norm(norm, init_gain=0.02, name=None):
 
 
 def make_conv(spectral, filters, kernel_size, strides=1, padding=0, use_bias=True,
-              init_type="xavier", init_gain=0.02, name=None):
+              init_type="xavier", init_gain=0.02, filter_gradient="auto", name=None):
     cls = SpectralConv2D if spectral else TorchConv2D
     return cls(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-               init_type=init_type, init_gain=init_gain, name=name)
+               init_type=init_type, init_gain=init_gain, filter_gradient=filter_gradient,
+               name=name)
+
+
+# --------------------------------------------------------------------------- label-map convs
+
+
+def onehot_indices(onehot):
+    """The hot channel of each pixel of a one-hot NHWC map, as int32 [N, H, W]; pixels where no
+    channel is hot (all zeros) get the index C (a zero row in ``onehot_conv``'s tables)."""
+    c = int(onehot.shape[-1])
+    idx = tf.argmax(onehot, axis=-1, output_type=tf.int32)
+    return tf.where(tf.reduce_max(onehot, axis=-1) > 0, idx, c)
+
+
+def onehot_conv(indices, kernel, method="segment_sum"):
+    """``conv2d(one_hot(indices, C), kernel, SAME)`` for a KxK stride-1 kernel, by lookups.
+
+    Output pixel p is the sum over the K*K taps t of row ``indices[p + t]`` of the tap's
+    kernel slice ``kernel[t]`` (C, F): no multiplications, about 1/C of the dense conv's work.
+    Taps that fall outside the map (the conv's zero padding) and index C read a zero row.
+
+    Exact for maps with at most one 1 per pixel; the sum runs in another order than the
+    conv's, so results agree to float rounding (tests/test_performance.py).
+
+    Args:
+        indices: int32 [N, H, W] class per pixel, in [0, C].
+        kernel: [K, K, C, F] tensor.
+        method: ``segment_sum`` (one fused SparseSegmentSum, and one for the kernel
+            gradient) or ``gather`` (K*K ``tf.gather`` + add, TFLite builtins).
+    """
+    k, c, f = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
+    p = k // 2
+    table = tf.reshape(tf.pad(tf.reshape(kernel, (k * k, c, f)), [[0, 0], [0, 1], [0, 0]]),
+                       (k * k * (c + 1), f))  # tap t, class j -> row t*(C+1) + j; j=C is zero
+    padded = tf.pad(indices, [[0, 0], [p, p], [p, p]], constant_values=c)
+    shape = tf.shape(indices)
+    h, w = shape[1], shape[2]
+    taps = [padded[:, i:i + h, j:j + w] + (i * k + j) * (c + 1) for i in range(k) for j in range(k)]
+    if LabelConv.parse(method, "label_conv") is LabelConv.GATHER:
+        y = tf.gather(table, taps[0])
+        for t in taps[1:]:
+            y = y + tf.gather(table, t)
+        return y
+    rows = tf.reshape(tf.stack(taps, axis=-1), (-1,))  # pixel-major: K*K rows per pixel
+    pixels = tf.repeat(tf.range(tf.size(indices)), k * k)
+
+    @tf.custom_gradient
+    def lookup(table):
+        y = tf.sparse.segment_sum(table, rows, pixels)
+
+        def grad(dy):
+            return _onehot_conv_table_gradient(indices, dy, k, c, f)
+
+        return y, grad
+
+    return tf.reshape(lookup(table), tf.concat([shape, [f]], 0))
+
+
+def _onehot_conv_table_gradient(indices, dy, k, c, f):
+    """d(loss)/d(table) of ``onehot_conv``: row (t, j) sums dy over the pixels p whose tap t
+    reads class j, i.e. over the pixels q = p + offset_t of class j, of dy[q - offset_t].
+
+    The pixels are sorted by class once; every tap then reads dy (zero-padded) at the sorted
+    positions shifted by its offset, and one fused SparseSegmentSum adds them up in order
+    (segment t*(C+1) + j). The default gradient of a lookup instead scatters K*K unsorted
+    copies of dy, 4-5x slower here.
+    """
+    p = k // 2
+    n, h, w = tf.shape(indices)[0], tf.shape(indices)[1], tf.shape(indices)[2]
+    flat = tf.reshape(indices, (-1,))
+    order = tf.argsort(flat, stable=True)
+    classes = tf.gather(flat, order)
+    qn, rem = order // (h * w), order % (h * w)
+    qh, qw = rem // w, rem % w
+    hp, wp = h + 2 * p, w + 2 * p
+    dy_pad = tf.reshape(tf.pad(tf.reshape(dy, (n, h, w, f)), [[0, 0], [p, p], [p, p], [0, 0]]),
+                        (-1, f))
+    # Tap (i, j) reads q = p_out + (i - p, j - p): p_out = q - (i - p, j - p), which sits at
+    # q + (2p - i, 2p - j) in the padded dy.
+    base = qn * hp * wp + qh * wp + qw
+    rows = tf.concat([base + (2 * p - i) * wp + (2 * p - j) for i in range(k) for j in range(k)], 0)
+    segments = tf.concat([classes + t * (c + 1) for t in range(k * k)], 0)
+    return tf.sparse.segment_sum(dy_pad, rows, segments, num_segments=k * k * (c + 1))
+
+
+def label_map_conv(conv, kernel, bias, seg, indices=None, onehot_channels=None,
+                   method="dense"):
+    """``conv`` (a ``TorchConv2D``, padding 'same') applied with ``kernel``/``bias`` to ``seg``.
+
+    With ``method`` gather / segment_sum and ``indices`` given, the first ``onehot_channels``
+    channels of ``seg`` (one-hot) go through ``onehot_conv`` and only the rest (e.g. the
+    instance-edge channel) through a real conv.
+    """
+    method = LabelConv.parse(method, "label_conv")
+    if method is LabelConv.DENSE or indices is None or not onehot_channels:
+        return conv.convolve(seg, kernel) + bias
+    n = int(onehot_channels)
+    y = onehot_conv(indices, kernel[:, :, :n, :], method)
+    if seg.shape[-1] > n:
+        y = y + conv.convolve(seg[..., n:], kernel[:, :, n:, :])
+    return tf.cast(y, kernel.dtype) + bias
 
 
 # --------------------------------------------------------------------------- SPADE
@@ -447,6 +656,9 @@ class SPADE(keras.layers.Layer):
     a shared KxK conv to ``hidden_filters`` channels with ReLU, then one KxK conv each.
     No spectral norm on these convs, as in the reference.
 
+    The variables are always the reference's three convs; ``label_conv`` and
+    ``fuse_gamma_beta`` only change how they are applied (the same numbers to float rounding).
+
     Args:
         norm_type: the parameter-free norm: ``sync_batch`` (default, ``spadesyncbatch3x3``),
             ``batch`` or ``instance``.
@@ -454,28 +666,43 @@ class SPADE(keras.layers.Layer):
         hidden_filters: width of the shared conv (``nhidden``, 128 in the reference).
         init_type: ``--init_type`` for the convs.
         init_gain: ``--init_variance``.
+        onehot_channels: how many leading channels of the label map are one-hot (the classes
+            and dontcare); None: unknown, the shared conv stays dense.
+        label_conv: ``dense`` | ``gather`` | ``segment_sum``: how the shared conv reads the
+            one-hot channels (see ``onehot_conv``).
+        fuse_gamma_beta: run mlp_gamma and mlp_beta as one conv with 2C outputs.
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` for the three convs.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
         x: NHWC features to normalize.
         segmap: NHWC semantic map at any resolution (full resolution in the generator).
         training: batch statistics (and their update) when True, running statistics otherwise.
+        hidden: the shared conv's output after ReLU at x's resolution, when the caller has
+            computed it (the generator does, for all SPADE layers of a resolution at once);
+            ``segmap`` is then unused.
     """
 
     def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
-                 init_type="xavier", init_gain=0.02, **kwargs):
+                 init_type="xavier", init_gain=0.02, onehot_channels=None, label_conv="dense",
+                 fuse_gamma_beta=False, filter_gradient="auto", **kwargs):
         super().__init__(**kwargs)
         self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
         self.kernel_size = int(kernel_size)
         self.hidden_filters = int(hidden_filters)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
+        self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
+        self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
+        self.fuse_gamma_beta = bool(fuse_gamma_beta)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
 
     def build(self, x_shape, segmap_shape):
         # Sublayers are made here: gamma/beta need the channels of x, known only now.
         c = int(x_shape[-1])
         k, p = self.kernel_size, self.kernel_size // 2
-        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain,
+                    filter_gradient=self.filter_gradient)
         self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm")
         self.mlp_shared = TorchConv2D(self.hidden_filters, k, padding=p, name="mlp_shared", **init)
         self.mlp_gamma = TorchConv2D(c, k, padding=p, name="mlp_gamma", **init)
@@ -487,13 +714,40 @@ class SPADE(keras.layers.Layer):
         self.mlp_gamma.build(hidden)
         self.mlp_beta.build(hidden)
 
-    def call(self, x, segmap, training=False):
+    def shared_kernel(self):
+        """(kernel, bias) of mlp_shared in the compute dtype."""
+        conv = self.mlp_shared
+        return ops.cast(conv.kernel, self.compute_dtype), ops.cast(conv.bias, self.compute_dtype)
+
+    def hidden_features(self, seg, indices=None):
+        """relu(mlp_shared(seg)) for a label map already at x's resolution (``indices``: its
+        ``onehot_indices``, needed for the lookup forms)."""
+        kernel, bias = self.shared_kernel()
+        if indices is None and self.label_conv != LabelConv.DENSE.value and self.onehot_channels:
+            indices = onehot_indices(seg[..., :self.onehot_channels])
+        return ops.relu(label_map_conv(self.mlp_shared, kernel, bias, seg, indices,
+                                       self.onehot_channels, self.label_conv))
+
+    def modulation(self, hidden):
+        """(gamma, beta) from the hidden features."""
+        if not self.fuse_gamma_beta:
+            return self.mlp_gamma(hidden), self.mlp_beta(hidden)
+        dt = self.compute_dtype
+        kernel = ops.concatenate([ops.cast(self.mlp_gamma.kernel, dt),
+                                  ops.cast(self.mlp_beta.kernel, dt)], axis=-1)
+        bias = ops.concatenate([ops.cast(self.mlp_gamma.bias, dt),
+                                ops.cast(self.mlp_beta.bias, dt)], axis=-1)
+        both = self.mlp_gamma.convolve(hidden, kernel) + bias
+        gamma, beta = tf.split(both, 2, axis=-1)  # its gradient is a concat, not two padded copies
+        return gamma, beta
+
+    def call(self, x, segmap, training=False, hidden=None):
         normalized = self.param_free_norm(x, training=training)
-        hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
-        seg = legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
-        actv = ops.relu(self.mlp_shared(seg))
-        gamma = self.mlp_gamma(actv)
-        beta = self.mlp_beta(actv)
+        if hidden is None:
+            hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
+            seg = legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
+            hidden = self.hidden_features(seg)
+        gamma, beta = self.modulation(hidden)
         return normalized * (1.0 + gamma) + beta
 
     def compute_output_shape(self, x_shape, segmap_shape):
@@ -503,7 +757,9 @@ class SPADE(keras.layers.Layer):
         config = super().get_config()
         config.update(norm_type=self.norm_type, kernel_size=self.kernel_size,
                       hidden_filters=self.hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain)
+                      init_gain=self.init_gain, onehot_channels=self.onehot_channels,
+                      label_conv=self.label_conv, fuse_gamma_beta=self.fuse_gamma_beta,
+                      filter_gradient=self.filter_gradient)
         return config
 
 
@@ -565,19 +821,26 @@ class SPADEResBlock(keras.layers.Layer):
         init_gain: ``--init_variance``.
         modulation: ``spade`` (the reference) or ``affine``: every SPADE replaced by an
             ``AffineNorm`` of the same norm type, which ignores the label map (the baseline).
+        onehot_channels: leading one-hot channels of the label map (see ``SPADE``).
+        label_conv: ``dense`` | ``gather`` | ``segment_sum`` (see ``SPADE``).
+        fuse_gamma_beta: fuse each SPADE's gamma and beta convs (see ``SPADE``).
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv of the block.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
         x: NHWC features.
         segmap: NHWC full-resolution semantic map.
         training: Python bool.
+        hidden: optional dict ``{"norm_0": ..., "norm_1": ..., "norm_s": ...}`` of the SPADE
+            layers' precomputed shared features (``SPADE.call``'s ``hidden``).
     """
 
     MODULATIONS = ("spade", "affine")
 
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
                  spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
-                 **kwargs):
+                 onehot_channels=None, label_conv="dense", fuse_gamma_beta=False,
+                 filter_gradient="auto", **kwargs):
         super().__init__(**kwargs)
         if modulation not in self.MODULATIONS:
             raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
@@ -590,16 +853,23 @@ class SPADEResBlock(keras.layers.Layer):
         self.spade_hidden_filters = int(spade_hidden_filters)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
+        self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
+        self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
+        self.fuse_gamma_beta = bool(fuse_gamma_beta)
+        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
 
     def build(self, x_shape, segmap_shape):
         fin = int(x_shape[-1])
         self.learned_shortcut = fin != self.filters
         fmiddle = min(fin, self.filters)
-        init = dict(init_type=self.init_type, init_gain=self.init_gain)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain,
+                    filter_gradient=self.filter_gradient)
         if self.modulation == "spade":
             def make_norm(name):
                 return SPADE(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
-                             hidden_filters=self.spade_hidden_filters, name=name, **init)
+                             hidden_filters=self.spade_hidden_filters,
+                             onehot_channels=self.onehot_channels, label_conv=self.label_conv,
+                             fuse_gamma_beta=self.fuse_gamma_beta, name=name, **init)
         else:
             def make_norm(name):
                 return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name)
@@ -619,13 +889,30 @@ class SPADEResBlock(keras.layers.Layer):
             self.norm_s.build(x_shape, segmap_shape)
             self.conv_s.build(x_shape)
 
-    def call(self, x, segmap, training=False):
+    @property
+    def spade_layers(self) -> dict:
+        """{"norm_0": ..., "norm_1": ..., ["norm_s": ...]}: the block's SPADE layers (empty
+        for ``affine`` modulation), all at the block's resolution."""
+        if self.modulation != "spade":
+            return {}
+        names = ["norm_0", "norm_1"] + (["norm_s"] if self.learned_shortcut else [])
+        return {n: getattr(self, n) for n in names}
+
+    def call(self, x, segmap, training=False, hidden=None):
+        hidden = hidden or {}
+
+        def norm(name, t):
+            layer = getattr(self, name)
+            if name in hidden:
+                return layer(t, segmap, training=training, hidden=hidden[name])
+            return layer(t, segmap, training=training)
+
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s(x, segmap, training=training), training=training)
+            x_s = self.conv_s(norm("norm_s", x), training=training)
         else:
             x_s = x
-        dx = self.conv_0(leaky_relu(self.norm_0(x, segmap, training=training)), training=training)
-        dx = self.conv_1(leaky_relu(self.norm_1(dx, segmap, training=training)), training=training)
+        dx = self.conv_0(leaky_relu(norm("norm_0", x)), training=training)
+        dx = self.conv_1(leaky_relu(norm("norm_1", dx)), training=training)
         return x_s + dx
 
     def compute_output_shape(self, x_shape, segmap_shape):
@@ -636,7 +923,9 @@ class SPADEResBlock(keras.layers.Layer):
         config.update(filters=self.filters, spectral=self.spectral, spade_norm=self.spade_norm,
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain, modulation=self.modulation)
+                      init_gain=self.init_gain, modulation=self.modulation,
+                      onehot_channels=self.onehot_channels, label_conv=self.label_conv,
+                      fuse_gamma_beta=self.fuse_gamma_beta, filter_gradient=self.filter_gradient)
         return config
 
 

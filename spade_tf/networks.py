@@ -14,7 +14,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from spade_tf.config import Config, ModelConfig, load_config, save_config
+from spade_tf.config import (Config, ModelConfig, PerfConfig, effective_perf, load_config,
+                             save_config)
 from spade_tf.discriminator import MultiscaleDiscriminator, discriminator_from_config
 from spade_tf.encoder import ConvEncoder, encoder_from_config
 from spade_tf.fileio import atomic_dir
@@ -44,7 +45,8 @@ class SPADENetworks:
 
 
 def build_networks(config: Config | ModelConfig, *, generator=True, discriminator=True,
-                   encoder=None, feature_matching=None, seed=None) -> SPADENetworks:
+                   encoder=None, feature_matching=None, seed=None,
+                   perf: PerfConfig | None = None) -> SPADENetworks:
     """Builds the networks a config describes (weights initialised as in the reference).
 
     Args:
@@ -53,16 +55,21 @@ def build_networks(config: Config | ModelConfig, *, generator=True, discriminato
         encoder: build the encoder; default: iff the config uses the VAE.
         feature_matching: whether D returns intermediate features; default from ``loss``.
         seed: seed of the generator's noise.
+        perf: how the networks compute (default: the config's ``perf`` section as
+            ``effective_perf`` resolves it, or every optimisation on for a bare ``ModelConfig``).
     """
     model = config.model if isinstance(config, Config) else config
     if feature_matching is None:
         feature_matching = config.loss.feature_matching if isinstance(config, Config) else True
     if encoder is None:
         encoder = model.use_vae
+    if perf is None:
+        perf = effective_perf(config) if isinstance(config, Config) else PerfConfig()
     return SPADENetworks(
-        generator=generator_from_config(model, seed=seed) if generator else None,
-        discriminator=discriminator_from_config(model, feature_matching) if discriminator else None,
-        encoder=encoder_from_config(model) if encoder else None)
+        generator=generator_from_config(model, seed=seed, perf=perf) if generator else None,
+        discriminator=(discriminator_from_config(model, feature_matching, perf=perf)
+                       if discriminator else None),
+        encoder=encoder_from_config(model, perf=perf) if encoder else None)
 
 
 def save_networks(networks: SPADENetworks, config: Config, out_dir: str | os.PathLike,

@@ -81,6 +81,21 @@ def nets_c(fix_c):
     return import_fixture(fix_c)
 
 
+@pytest.fixture()
+def float64():
+    """Keras in double precision for one test: an exactness check then leaves only ~1e-15 of
+    rounding (float32 convolutions leave ~5e-5 of noise in a constant map, which instance norm,
+    eps 1e-5, magnifies to ~1e-2)."""
+    import keras
+
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_floatx(floatx)
+    keras.config.set_dtype_policy(policy)
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     from spade_tf.config import load_config

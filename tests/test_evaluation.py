@@ -28,18 +28,6 @@ def _uniform_semantics(config, class_id, size=64):
 # ----------------------------------------------------------------------------- wash away
 
 
-@pytest.fixture()
-def float64():
-    """Double precision for one test: float32 convolutions leave ~5e-5 of rounding noise in a
-    constant map, which instance norm (eps 1e-5) would magnify to ~1e-2."""
-    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx(floatx)
-    keras.config.set_dtype_policy(policy)
-
-
 def test_baseline_first_conv_and_instance_norm_wash_away_a_uniform_label_map(float64):
     """Park et al. Sec. 3.2: a uniform label map through conv + instance norm gives the same
     (zero) activation for every class, away from the zero-padded borders; SPADE's modulated

@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Benchmark suite: generator forward, training iteration, data pipeline, TFLite, matmul rate.
+
+Every measurement runs in its own process (peak RSS is per process), on constant random inputs
+(the cost does not depend on the data; no dataset is needed except the optional COCO-Stuff
+sample for the pipeline rate). Timings are medians of --repeats runs after one warm-up run.
+
+    .venv/bin/python scripts/benchmark.py [--only matmul,forward,train,data,tflite]
+        [--repeats 3] [--json docs/benchmarks/performance.json] [--markdown out.md]
+
+"plain" runs the reference's form of every layer (perf.label_conv=dense, no fusion or
+sharing, Conv2DBackpropFilter); "optimised" is the default perf section. Effective GFLOP/s
+are 2 x the plain form's multiply-adds (counted from the traced graph's convs and matmuls)
+per second, whichever form ran, so the two are comparable with each other and with the
+official code's 362 GFLOP per ade20k image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPADE_TF_SHARED", ROOT.parent / "shared"))
+
+# name -> (preset, overrides)
+PRESETS = {
+    "tiny": ("tiny", []),
+    "128px": ("synthscapes", ["model.base_filters=32", "model.disc_filters=32"]),
+    "ade20k": ("ade20k", []),
+    "cityscapes": ("cityscapes", []),
+    "coco_stuff": ("coco_stuff", []),
+}
+PLAIN = ["perf.label_conv=dense", "perf.fuse_gamma_beta=false",
+         "perf.share_label_features=false", "perf.filter_gradient=native"]
+# variant -> overrides of the default (optimised) perf section; the leave-one-out variants show
+# what each optimisation contributes.
+VARIANTS = {
+    "optimised": [],
+    "plain": PLAIN,
+    "no lookups": ["perf.label_conv=dense"],
+    "no gamma/beta fusion": ["perf.fuse_gamma_beta=false"],
+    "no shared label features": ["perf.share_label_features=false"],
+    "native filter gradient": ["perf.filter_gradient=native"],
+}
+# Official NVlabs/SPADE on this machine kind (torch 2.13, 2 threads, batch 1, medians; issue 7).
+OFFICIAL = {
+    ("forward", "ade20k"): 4.49, ("forward", "128px"): 0.61,
+    ("train", "ade20k"): 18.5, ("train", "128px"): 2.07,
+    ("peak_train", "ade20k"): 3.72, ("peak_forward", "ade20k"): 1.30,
+}
+TARGETS = {("forward", "ade20k"): 3.0, ("train", "ade20k"): 13.0}
+
+
+def _peak_gb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _reset_peak():
+    """Resets the kernel's peak-RSS mark (Linux), so that the steady-state peak of the timed
+    runs can be read apart from the one-time cost of tracing."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_gb():
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1e6  # kB, as ru_maxrss and /usr/bin/time -v
+    except OSError:
+        pass
+    return None
+
+
+def _median_s(fn, repeats):
+    fn()  # warm-up: tracing, allocation
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def _inputs(config, batch):
+    import numpy as np
+
+    m = config.model
+    h, w = m.output_hw
+    rng = np.random.default_rng(0)
+    out = {"label": rng.integers(0, m.num_classes, (batch, h, w)).astype(np.int32),
+           "image": rng.uniform(-1, 1, (batch, h, w, 3)).astype(np.float32)}
+    if m.use_instance:
+        out["instance"] = rng.integers(0, 5, (batch, h, w)).astype(np.int32)
+    return out
+
+
+def worker_matmul(repeats):
+    import numpy as np
+    import tensorflow as tf
+
+    n = 4096
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    t_np, _ = _median_s(lambda: a @ a, repeats + 2)
+    ta = tf.constant(a)
+    mm = tf.function(lambda x: tf.linalg.matmul(x, x))
+    t_tf, _ = _median_s(lambda: mm(ta).numpy(), repeats + 2)
+    flop = 2 * n**3
+    return {"numpy_gflops": flop / t_np / 1e9, "tf_gflops": flop / t_tf / 1e9, "n": n}
+
+
+def _plain_generator_macs(config, batch):
+    import tensorflow as tf
+
+    from spade_tf.config import apply_overrides
+    from spade_tf.flops import graph_multiply_adds
+    from spade_tf.networks import build_networks
+
+    plain = apply_overrides(config, PLAIN)
+    g = build_networks(plain, discriminator=False, encoder=False).generator
+    h, w = config.model.output_hw
+    spec = tf.TensorSpec((batch, h, w, config.model.semantic_channels))
+    fn = tf.function(lambda s: g(s, training=False))
+    return sum(graph_multiply_adds(fn.get_concrete_function(spec)).values())
+
+
+def worker_forward(name, variant, batch, repeats):
+    import tensorflow as tf
+
+    from spade_tf.config import load_config
+    from spade_tf.networks import build_networks
+    from spade_tf.semantics import to_semantics
+
+    preset, overrides = PRESETS[name]
+    config = load_config(preset, overrides + VARIANTS[variant])
+    nets = build_networks(config, discriminator=False, encoder=False)
+    g = nets.generator
+    x = _inputs(config, batch)
+    seg = to_semantics(x["label"], x.get("instance"), config=config)
+    z = tf.random.normal((batch, config.model.z_dim)) if config.model.use_vae else None
+    fn = tf.function(lambda s: g(s, z=z, training=False))
+    t0 = time.perf_counter()
+    fn(seg).numpy()
+    trace_s = time.perf_counter() - t0
+    peak_with_trace = _peak_gb()
+    steady = _reset_peak()
+    med, times = _median_s(lambda: fn(seg).numpy(), repeats)
+    peak = max(_peak_gb(), peak_with_trace)
+    steady_peak = _hwm_gb() if steady else None
+    macs = _plain_generator_macs(config, batch)  # after the peak was read: its own model
+    return {"kind": "forward", "name": name, "variant": variant, "batch": batch,
+            "size": "x".join(map(str, config.model.output_hw)), "G_params": g.count_params(),
+            "first_call_s": trace_s, "median_s": med, "times_s": times,
+            "images_per_s": batch / med, "plain_macs": macs,
+            "effective_gflops": 2 * macs / med / 1e9, "peak_rss_gb": peak,
+            "steady_peak_rss_gb": steady_peak}
+
+
+def worker_train(name, variant, repeats):
+    import tensorflow as tf
+
+    from spade_tf.config import load_config
+    from spade_tf.gan import GauGAN
+
+    preset, overrides = PRESETS[name]
+    config = load_config(preset, overrides + ["train.batch_size=1"] + VARIANTS[variant])
+    batch = {k: tf.constant(v) for k, v in _inputs(config, 1).items()}
+    gan = GauGAN(config, vgg_loss=None)
+    gan.compile()
+    step = tf.function(gan.train_step)
+    t0 = time.perf_counter()
+    step(batch)["GAN"].numpy()
+    trace_s = time.perf_counter() - t0
+    steady = _reset_peak()
+    med, times = _median_s(lambda: step(batch)["GAN"].numpy(), repeats)
+    steady_peak = _hwm_gb() if steady else None
+    counts = gan.networks.param_counts()
+    return {"kind": "train", "name": name, "variant": variant, "batch": 1,
+            "size": "x".join(map(str, config.model.output_hw)), "G_params": counts["generator"],
+            "D_params": counts["discriminator"], "first_step_s": trace_s, "median_s": med,
+            "times_s": times, "images_per_s": 1 / med, "peak_rss_gb": _peak_gb(),
+            "steady_peak_rss_gb": steady_peak}
+
+
+def worker_data(name, repeats):
+    from spade_tf.config import load_config
+    from spade_tf.data.pipeline import build_dataset
+
+    if name == "coco_stuff_sample":
+        root = SHARED / "data" / "coco_stuff_sample"
+        if not root.is_dir():
+            return {"kind": "data", "name": name, "skipped": f"{root} is absent"}
+        config = load_config("coco_stuff", [f"data.root={root}"])
+    else:
+        config = load_config("synthscapes")
+    ds = build_dataset(config, "train", batch_size=1, repeat=True).prefetch(4)
+    it = iter(ds)
+    n = 64
+    for _ in range(8):  # warm-up
+        next(it)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(n):
+            next(it)
+        rates.append(n / (time.perf_counter() - t))
+    return {"kind": "data", "name": name, "size": "x".join(map(str, config.model.output_hw)),
+            "pairs_per_s": statistics.median(rates), "rates": rates}
+
+
+def run_worker(args_list, timeout=3000):
+    cmd = [sys.executable, __file__, "--worker", json.dumps(args_list)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        return {"kind": args_list[0], "args": args_list, "failed": proc.stderr[-1500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine_info():
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import keras
+
+    return {"machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__,
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def _gb(x):
+    return "" if x is None else f"{x:.2f}"
+
+
+def markdown(results) -> str:
+    info, rows = results["machine"], results["rows"]
+    out = [f"machine: {info['cpu']}, {info['cores']} cores ({info['machine']}); python {info['python']}, "
+           f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; oneDNN {info['onednn']}; "
+           f"{info['date']}; medians of {results['repeats']} runs after a warm-up", ""]
+    mm = next((r for r in rows if r.get("kind") == "matmul" and "failed" not in r), None)
+    if mm:
+        out += [f"Dense fp32 matmul {mm['n']}x{mm['n']}, same run: numpy (OpenBLAS) "
+                f"{mm['numpy_gflops']:.0f} GFLOP/s, TensorFlow {mm['tf_gflops']:.0f} GFLOP/s "
+                f"(the issue quotes about 167 GFLOP/s for torch on this machine kind).", ""]
+    ref_rate = mm["numpy_gflops"] if mm else None
+
+    def official(kind, name):
+        return OFFICIAL.get((kind, name))
+
+    def speedup(off, t):
+        return f"{off / t:.2f}x" if off else ""
+
+    fw = [r for r in rows if r.get("kind") == "forward" and "failed" not in r]
+    if fw:
+        out += ["### Generator forward (inference mode)", "",
+                "| config | size | variant | batch | G params | s / call | images/s | effective GFLOP/s | "
+                "vs numpy matmul | peak RSS GB | steady peak GB | official s | speed-up |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in fw:
+            off = official("forward", r["name"]) if r["batch"] == 1 else None
+            ratio = f"{r['effective_gflops'] / ref_rate:.2f}" if ref_rate else ""
+            out.append(f"| {r['name']} | {r['size']} | {r['variant']} | {r['batch']} | "
+                       f"{r['G_params'] / 1e6:.1f}M | {r['median_s']:.3f} | {r['images_per_s']:.2f} | "
+                       f"{r['effective_gflops']:.0f} | {ratio} | {r['peak_rss_gb']:.2f} | "
+                       f"{_gb(r.get('steady_peak_rss_gb'))} | "
+                       f"{off if off else ''} | {speedup(off, r['median_s'])} |")
+        out.append("")
+    tr = [r for r in rows if r.get("kind") == "train" and "failed" not in r]
+    if tr:
+        out += ["### Training iteration (G step + D step, no VGG, batch 1)", "",
+                "| config | size | variant | G params | D params | first step (trace) s | s / iteration | "
+                "images/s | peak RSS GB | steady peak GB | official s | speed-up |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in tr:
+            off = official("train", r["name"])
+            out.append(f"| {r['name']} | {r['size']} | {r['variant']} | {r['G_params']:,} | {r['D_params']:,} | "
+                       f"{r['first_step_s']:.1f} | {r['median_s']:.2f} | {r['images_per_s']:.3f} | "
+                       f"{r['peak_rss_gb']:.2f} | {_gb(r.get('steady_peak_rss_gb'))} | "
+                       f"{off if off else ''} | {speedup(off, r['median_s'])} |")
+        out.append("")
+    da = [r for r in rows if r.get("kind") == "data"]
+    if da:
+        out += ["### Data pipeline (decode, resize, crop, flip, one example per batch)", "",
+                "| source | size | pairs/s |", "|---|---|---|"]
+        for r in da:
+            rate = f"{r['pairs_per_s']:.1f}" if "pairs_per_s" in r else r.get("skipped", "failed")
+            out.append(f"| {r['name']} | {r.get('size', '')} | {rate} |")
+        out.append("")
+    tl = [r for r in rows if r.get("kind") == "tflite_export" and "failed" not in r]
+    for r in tl:
+        out += ["### Export: Keras vs SavedModel vs TFLite (batch 1)", ""]
+        for p in r["rows"]:
+            cells = [f"{k.replace('tflite_', 'TFLite ').replace('_s', '')} {v:.3f} s"
+                     for k, v in p.items() if k.endswith("_s") and not k.startswith("export")
+                     and isinstance(v, float)]
+            out.append(f"- {p['preset']} ({p['size']}): " + ", ".join(cells))
+        out.append("")
+    fails = [r for r in rows if "failed" in r]
+    for r in fails:
+        out.append(f"- FAILED {r.get('args')}: {r['failed'][-300:]}")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="matmul,forward,train,data,tflite",
+                   help="comma-separated parts to run (default: all)")
+    p.add_argument("--forward", default="tiny,128px,ade20k,cityscapes,coco_stuff",
+                   help="configs for the forward benchmark")
+    p.add_argument("--batches", default="1,8", help="forward batch sizes")
+    p.add_argument("--train", default="tiny,128px,ade20k", help="configs for the training benchmark")
+    p.add_argument("--plain", default="ade20k,128px",
+                   help="configs also measured in the plain (reference) form")
+    p.add_argument("--ablation", default="ade20k",
+                   help="configs whose training iteration is also measured with each "
+                        "optimisation turned off in turn")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
+    p.add_argument("--json", metavar="PATH", help="write every result as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write the tables as markdown")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        kind, *rest = json.loads(args.worker)
+        fn = {"matmul": worker_matmul, "forward": worker_forward, "train": worker_train,
+              "data": worker_data}[kind]
+        print(json.dumps(fn(*rest, args.repeats) if kind != "matmul" else fn(args.repeats)))
+        return
+
+    from tqdm import tqdm
+
+    parts = set(args.only.split(","))
+    plain = set(filter(None, args.plain.split(",")))
+    jobs = []
+    if "matmul" in parts:
+        jobs.append(["matmul"])
+    if "forward" in parts:
+        for name in filter(None, args.forward.split(",")):
+            for b in (int(x) for x in args.batches.split(",")):
+                jobs.append(["forward", name, "optimised", b])
+                if name in plain and b == 1:
+                    jobs.append(["forward", name, "plain", b])
+    if "train" in parts:
+        for name in filter(None, args.train.split(",")):
+            jobs.append(["train", name, "optimised"])
+            if name in plain:
+                jobs.append(["train", name, "plain"])
+            if name in set(filter(None, args.ablation.split(","))):
+                jobs += [["train", name, v] for v in VARIANTS if v not in ("optimised", "plain")]
+    if "data" in parts:
+        jobs += [["data", "synthscapes"], ["data", "coco_stuff_sample"]]
+    rows = []
+    bar = tqdm(jobs + ([["tflite"]] if "tflite" in parts else []), desc="benchmark", unit="run")
+    for job in bar:
+        bar.set_postfix_str(" ".join(map(str, job)))
+        if job[0] == "tflite":
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "export.json"
+                proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_export.py"),
+                                       "--presets", "tiny", "ade20k", "--repeats", str(args.repeats),
+                                       "--json", str(out)], capture_output=True, text=True)
+                rows.append({"kind": "tflite_export", "rows": json.loads(out.read_text())}
+                            if proc.returncode == 0 else
+                            {"kind": "tflite_export", "args": job, "failed": proc.stderr[-1500:]})
+            continue
+        rows.append(dict(run_worker(job), kind=job[0]) if job[0] != "matmul" else
+                    {"kind": "matmul", **run_worker(job)})
+    results = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
+               "official": {f"{k[0]}/{k[1]}": v for k, v in OFFICIAL.items()},
+               "targets": {f"{k[0]}/{k[1]}": v for k, v in TARGETS.items()}}
+    text = markdown(results)
+    print(text)
+    for path, content in ((args.json, json.dumps(results, indent=2) + "\n"), (args.markdown, text)):
+        if path:
+            tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(content)
+            os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

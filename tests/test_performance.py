@@ -1,0 +1,251 @@
+"""The performance options compute what the plain forms compute (issue: performance).
+
+Each optimisation is compared with its plain form on the same weights and inputs. Float64 checks
+leave only rounding (bounds 1e-9 relative, seen ~1e-15); the float32 check is the issue's 1e-5.
+Speed itself is measured by scripts/benchmark.py, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spade_tf.config import PerfConfig, load_config
+from spade_tf.layers import (SpectralConv2D, conv2d, onehot_conv, onehot_indices)
+from spade_tf.networks import build_networks
+from spade_tf.semantics import to_semantics
+
+PLAIN = PerfConfig(label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
+                   filter_gradient="native")
+ALL_ON = PerfConfig(label_conv="segment_sum", fuse_gamma_beta=True, share_label_features=True,
+                    filter_gradient="swapped")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+@pytest.mark.parametrize("method", ["segment_sum", "gather"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_onehot_conv_equals_the_dense_conv_and_its_kernel_gradient(method, k):
+    rng = np.random.default_rng(k)
+    c, f = 7, 5
+    idx = rng.integers(0, c + 1, (2, 9, 6)).astype(np.int32)  # c = a pixel with no class
+    onehot = tf.one_hot(idx, c, dtype=tf.float64)  # index c -> all zeros
+    np.testing.assert_array_equal(onehot_indices(onehot).numpy(), idx)
+    kernel = tf.constant(rng.standard_normal((k, k, c, f)))
+    dy = tf.constant(rng.standard_normal((2, 9, 6, f)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(kernel)
+        dense = tf.nn.conv2d(onehot, kernel, 1, "SAME")
+        lookup = onehot_conv(tf.constant(idx), kernel, method)
+        l_dense, l_lookup = tf.reduce_sum(dense * dy), tf.reduce_sum(lookup * dy)
+    assert _rel(lookup, dense) < 1e-12
+    g_dense, g_lookup = tape.gradient(l_dense, kernel), tape.gradient(l_lookup, kernel)
+    assert np.abs(g_dense.numpy()).max() > 0
+    assert _rel(g_lookup, g_dense) < 1e-12
+
+
+@pytest.mark.parametrize("k,stride,pad,batch", [(3, 1, 1, 1), (3, 1, 1, 2), (1, 1, 0, 2),
+                                               (4, 2, 2, 2), (4, 1, 2, 1), (3, 2, 1, 1)])
+def test_swapped_filter_gradient_equals_conv2d_backprop_filter(k, stride, pad, batch):
+    rng = np.random.default_rng(k * 10 + stride)
+    x = tf.constant(rng.standard_normal((batch, 11, 8, 5)))
+    kernel = tf.constant(rng.standard_normal((k, k, 5, 6)))
+    ref = tf.nn.conv2d(tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]), kernel, stride, "VALID")
+    dy = tf.constant(rng.standard_normal(ref.shape))
+    grads, outs = [], []
+    for swapped in (False, True):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = conv2d(x, kernel, stride, pad, swapped_filter_gradient=swapped)
+            loss = tf.reduce_sum(y * dy)
+        outs.append(y)
+        grads.append(tape.gradient(loss, [x, kernel]))
+    assert _rel(outs[0], ref) < 1e-12 and _rel(outs[1], ref) < 1e-12
+    assert _rel(grads[1][0], grads[0][0]) < 1e-12  # input gradient
+    assert _rel(grads[1][1], grads[0][1]) < 1e-12  # kernel gradient
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_spectral_conv_scaling_the_output_equals_scaling_the_kernel(float64, training):
+    # 1x1 output of a 3x3x6x8 conv: the output (8 values) is smaller than the kernel, so the
+    # layer divides the output by sigma; the plain form divides the kernel.
+    layer = SpectralConv2D(8, 3, padding=0)
+    x = tf.constant(np.random.default_rng(0).standard_normal((1, 3, 3, 6)))
+    layer.build(x.shape)
+    u0, v0 = layer.u.numpy(), layer.v.numpy()
+    with tf.GradientTape() as tape:
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(y * tf.range(8, dtype=tf.float64))
+    g = tape.gradient(loss, layer.kernel_orig)
+    layer.u.assign(u0), layer.v.assign(v0)
+    with tf.GradientTape() as tape:
+        kernel = layer.effective_kernel(training=training)
+        y_ref = tf.nn.conv2d(x, kernel, 1, "VALID") + layer.bias
+        loss_ref = tf.reduce_sum(y_ref * tf.range(8, dtype=tf.float64))
+    g_ref = tape.gradient(loss_ref, layer.kernel_orig)
+    assert _rel(y, y_ref) < 1e-12
+    assert _rel(g, g_ref) < 1e-12
+
+
+# ----------------------------------------------------------------------------- whole networks
+
+
+def _same_weights(target, source):
+    for a, b in zip(target.weights, source.weights):
+        assert a.path == b.path
+        a.assign(b)
+
+
+def _run_generator(nets, seg, real_dy):
+    g = nets.generator
+    with tf.GradientTape() as tape:
+        y = g(seg, training=True)
+        loss = tf.reduce_sum(y * real_dy)
+    grads = tape.gradient(loss, g.trainable_variables)
+    state = [v.numpy() for v in g.non_trainable_variables]  # BN statistics, u, v after the step
+    return y.numpy(), g(seg, training=False).numpy(), [t.numpy() for t in grads], state
+
+
+def _compare_generators(config, variants, bound, float_dtype, grad_floor=1e-3):
+    m = config.model
+    h, w = m.output_hw
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, m.num_classes, (2, h, w)).astype(np.int32)
+    label[:, :8, :8] = 255  # dontcare
+    inst = rng.integers(0, 3, (2, h, w)).astype(np.int32) if m.use_instance else None
+    seg = to_semantics(label, inst, config=config, dtype=float_dtype)
+    dy = tf.constant(rng.standard_normal((2, h, w, 3)), float_dtype)
+    ref_nets = build_networks(config, perf=PLAIN, discriminator=False, encoder=False, seed=0)
+    initial = [v.numpy() for v in ref_nets.generator.weights]
+    ref = _run_generator(ref_nets, seg, dy)
+    for name, perf in variants.items():
+        nets = build_networks(config, perf=perf, discriminator=False, encoder=False, seed=0)
+        for v, value in zip(nets.generator.weights, initial):
+            v.assign(value)
+        out = _run_generator(nets, seg, dy)
+        assert _rel(out[0], ref[0]) < bound, (name, "train-mode output")
+        assert _rel(out[1], ref[1]) < bound, (name, "eval-mode output")
+        scale = max(np.abs(r).max() for r in ref[2])
+        for var, a, b in zip(nets.generator.trainable_variables, out[2], ref[2]):
+            # Biases in front of a batch norm have a zero gradient up to rounding: a gradient is
+            # compared with its own size, but at least grad_floor times the largest gradient.
+            err = np.abs(a - b).max() / max(np.abs(b).max(), grad_floor * scale)
+            assert err < bound, (name, var.path, err)
+        for var, a, b in zip(nets.generator.non_trainable_variables, out[3], ref[3]):
+            assert _rel(a, b) < bound, (name, var.path)
+
+
+VARIANTS = {
+    "segment_sum": dataclasses.replace(PLAIN, label_conv="segment_sum"),
+    "gather": dataclasses.replace(PLAIN, label_conv="gather"),
+    "fuse_gamma_beta": dataclasses.replace(PLAIN, fuse_gamma_beta=True),
+    "share_label_features": dataclasses.replace(PLAIN, share_label_features=True),
+    "share+gather": dataclasses.replace(PLAIN, share_label_features=True, label_conv="gather"),
+    "swapped filter gradient": dataclasses.replace(PLAIN, filter_gradient="swapped"),
+    "all on": ALL_ON,
+}
+
+
+def test_every_generator_optimisation_is_exact_in_float64(float64):
+    """Outputs (train and eval mode), every weight gradient and the updated BN statistics and
+    spectral-norm vectors, with each option alone and all together (tiny config: dontcare and
+    instance-edge channels, 'normal' upsampling, learned shortcuts)."""
+    _compare_generators(load_config("tiny"), VARIANTS, 1e-9, tf.float64)
+
+
+def test_all_generator_optimisations_within_1e5_in_float32():
+    """Float32, 'more' upsampling at 128 px: outputs within 1e-5 relative, every gradient within
+    1e-5 of the largest gradient (a gradient that is zero in exact arithmetic, e.g. a bias in
+    front of a batch norm, is float32 rounding of the others: 1.5e-4 of itself was seen)."""
+    config = load_config("tiny", ["model.num_upsampling_layers=more", "model.crop_size=128"])
+    _compare_generators(config, {"all on": ALL_ON}, 1e-5, tf.float32, grad_floor=1.0)
+
+
+def test_discriminator_and_encoder_swapped_gradients_are_exact(float64):
+    config = load_config("tiny", ["model.use_vae=true"])
+    rng = np.random.default_rng(1)
+    h, w = config.model.output_hw
+    x = tf.constant(rng.standard_normal((2, h, w, config.model.semantic_channels + 3)))
+    img = tf.constant(rng.standard_normal((2, 256, 256, 3)))
+    nets = [build_networks(config, perf=perf, generator=False, seed=0)
+            for perf in (PLAIN, dataclasses.replace(PLAIN, filter_gradient="swapped"))]
+    _same_weights(nets[1].discriminator, nets[0].discriminator)
+    _same_weights(nets[1].encoder, nets[0].encoder)
+    grads = []
+    for n in nets:
+        with tf.GradientTape() as tape:
+            outs = n.discriminator(x, training=True)
+            mu, logvar = n.encoder(img, training=True)
+            loss = sum(tf.reduce_sum(o * o) for scale in outs for o in scale)
+            loss += tf.reduce_sum(mu * logvar)
+        variables = n.discriminator.trainable_variables + n.encoder.trainable_variables
+        grads.append([g.numpy() for g in tape.gradient(loss, variables)])
+    scale = max(np.abs(g).max() for g in grads[0])
+    for a, b in zip(grads[1], grads[0]):
+        assert np.abs(a - b).max() / max(np.abs(b).max(), 1e-3 * scale) < 1e-9
+
+
+def test_perf_section_is_validated_and_defaults_to_every_optimisation():
+    config = load_config("tiny")
+    assert config.perf.label_conv.value == "segment_sum" and config.perf.fuse_gamma_beta
+    with pytest.raises(ValueError, match="perf.label_conv.*'dense', 'gather', 'segment_sum'"):
+        load_config("tiny", ["perf.label_conv=im2col"])
+    with pytest.raises(ValueError, match="filter_gradient"):
+        PerfConfig(filter_gradient="fast")
+    g = build_networks(config, discriminator=False).generator
+    clone = g.__class__.from_config(g.get_config())
+    assert clone.label_conv == "segment_sum" and clone.share_label_features
+
+
+def test_fused_adam_equals_keras_adam():
+    """5 steps of FusedAdam and keras.optimizers.Adam from the same start: the same updates and
+    slots to float32 rounding."""
+    from spade_tf.optimizers import FusedAdam
+
+    rng = np.random.default_rng(2)
+    init = [rng.standard_normal((3, 3, 4, 5)).astype(np.float32),
+            rng.standard_normal(7).astype(np.float32)]
+    runs = []
+    for cls in (keras.optimizers.Adam, FusedAdam):
+        variables = [tf.Variable(x) for x in init]
+        opt = cls(1e-2, beta_1=0.0, beta_2=0.9, epsilon=1e-8)
+        step = tf.function(lambda grads: opt.apply(grads, variables))
+        for i in range(5):
+            step([tf.constant(np.sin(x * (i + 1)) + 0.1 * i) for x in init])
+        runs.append(([v.numpy() - x for v, x in zip(variables, init)],
+                     [s.numpy() for s in opt._momentums + opt._velocities]))
+    (ref_updates, ref_slots), (updates, slots) = runs
+    assert min(np.abs(u).max() for u in ref_updates) > 1e-3  # the steps moved the variables
+    for a, b in zip(updates + slots, ref_updates + ref_slots):
+        assert _rel(a, b) < 1e-5
+
+
+def test_multiply_adds_are_counted_from_the_graph():
+    from spade_tf.flops import graph_multiply_adds
+    from spade_tf.layers import TorchConv2D
+
+    conv = TorchConv2D(6, 3, strides=2, padding=1)
+    dense = keras.layers.Dense(4)
+    fn = tf.function(lambda x: dense(tf.reshape(conv(x), (1, -1))))
+    counts = graph_multiply_adds(fn.get_concrete_function(tf.TensorSpec((1, 8, 10, 5))))
+    assert counts["Conv2D"] == 4 * 5 * 6 * (3 * 3 * 5)  # 4x5 outputs x 6 channels
+    assert counts["MatMul"] == 4 * 5 * 6 * 4
+
+
+def test_xla_training_uses_gather_lookups():
+    from spade_tf.config import effective_perf
+
+    assert effective_perf(load_config("tiny")).label_conv.value == "segment_sum"
+    xla = load_config("tiny", ["train.jit_compile=true"])
+    assert effective_perf(xla).label_conv.value == "gather"
+    assert build_networks(xla, discriminator=False).generator.label_conv == "gather"
