@@ -605,8 +605,8 @@ def _onehot_conv_table_gradient(indices, dy, k, c, f):
 
     The pixels are sorted by class once; every tap then reads dy (zero-padded) at the sorted
     positions shifted by its offset, and one fused SparseSegmentSum adds them up in order
-    (segment t*(C+1) + j). The default gradient of a lookup instead scatters K*K unsorted
-    copies of dy, 4-5x slower here.
+    (segment t*(C+1) + j). One unsorted segment sum per tap over dy, the first form of this,
+    took 2.6x as long in the ade20k profile.
     """
     p = k // 2
     n, h, w = tf.shape(indices)[0], tf.shape(indices)[1], tf.shape(indices)[2]

@@ -3,7 +3,7 @@
 Both use SGD (Adam would almost cancel a wrongly scaled gradient) and start from identical
 weights; every variable (trainable, BN statistics, spectral-norm u/v) is compared after one
 ``fit`` step on the same global batch of 4. Prints one JSON line.
-Usage: python tests/replicas_worker.py [--no-scaling]
+Usage: python tests/replicas_worker.py [--no-scaling]; REPLICAS_SET="k=v k=v" adds config overrides.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
     config = load_config("tiny", ["data.dataset=synthscapes", "model.num_classes=9",
                                   "model.contain_dontcare=false", "data.load_size=64",
                                   "data.synth_train_size=8", "train.batch_size=4",
-                                  "model.init_gain=1.0"])
+                                  "model.init_gain=1.0"] + os.environ.get("REPLICAS_SET", "").split())
     ds = build_dataset(config, "train", repeat=True)
     single = make(config, tf.distribute.get_strategy())
     mirrored = make(config, tf.distribute.MirroredStrategy(

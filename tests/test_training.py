@@ -119,9 +119,10 @@ def test_train_dry_run(train_cfg, capsys):
 # ----------------------------------------------------------------------------- distribution
 
 
-def _replicas(*flags):
+def _replicas(*flags, overrides=""):
+    env = dict(_env(), REPLICAS_SET=overrides)
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "replicas_worker.py"), *flags],
-                          capture_output=True, text=True, timeout=600, env=_env(), cwd=str(REPO))
+                          capture_output=True, text=True, timeout=600, env=env, cwd=str(REPO))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -135,7 +136,9 @@ def test_two_replicas_match_one_replica_after_a_full_step():
 
 @pytest.mark.slow
 def test_without_loss_scaling_the_replica_test_fails():
-    r = _replicas("--no-scaling")
+    # The control needs no optimisation; the plain perf form traces in 2/3 of the time.
+    r = _replicas("--no-scaling", overrides="perf.label_conv=dense perf.share_label_features=false "
+                                            "perf.fuse_gamma_beta=false perf.filter_gradient=native")
     assert r["max_abs_diff"] > 1e-3, r  # so the test above can fail
 
 
