@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
 
 def graph_multiply_adds(concrete_function) -> dict[str, int]:
     """Multiply-adds per op type (``Conv2D``, ``MatMul``, ...) in a concrete function's graph.
