@@ -40,7 +40,8 @@ PRESETS = {
     "coco_stuff": ("coco_stuff", []),
 }
 PLAIN = ["perf.label_conv=dense", "perf.fuse_gamma_beta=false",
-         "perf.share_label_features=false", "perf.filter_gradient=native"]
+         "perf.share_label_features=false", "perf.filter_gradient=native",
+         "perf.closed_form_gradients=false", "perf.split_discriminator_input=false"]
 # variant -> overrides of the default (optimised) perf section; the leave-one-out variants show
 # what each optimisation contributes.
 VARIANTS = {
@@ -49,7 +50,9 @@ VARIANTS = {
     "no lookups": ["perf.label_conv=dense"],
     "no gamma/beta fusion": ["perf.fuse_gamma_beta=false"],
     "no shared label features": ["perf.share_label_features=false"],
-    "native filter gradient": ["perf.filter_gradient=native"],
+    "native conv gradients": ["perf.filter_gradient=native"],
+    "autodiff norm gradients": ["perf.closed_form_gradients=false"],
+    "D input gradient for all channels": ["perf.split_discriminator_input=false"],
 }
 # Official NVlabs/SPADE on this machine kind (torch 2.13, 2 threads, batch 1, medians; issue 7).
 OFFICIAL = {

@@ -326,7 +326,13 @@ class PerfConfig:
     # resize the label map once per resolution, and run the first convs of all SPADE layers at
     # one resolution as one conv (their kernels concatenated)
     share_label_features: bool = True
-    filter_gradient: FilterGradient = FilterGradient.AUTO  # conv kernel gradients
+    # conv gradients: swapped = the kernel gradient as a batch/channel-swapped conv and, where
+    # measured faster, the input gradient as a conv with the flipped kernel
+    filter_gradient: FilterGradient = FilterGradient.AUTO
+    # hand-written training gradients for the norms and SPADE's modulation + leaky ReLU
+    closed_form_gradients: bool = True
+    # D's first conv as two (label channels, image channels): no gradient for the label map
+    split_discriminator_input: bool = True
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")

@@ -28,6 +28,13 @@ def avg_pool_3x3_s2_exclude_pad(x):
     return total / count
 
 
+def split_labels(x, label_channels):
+    """(labels, image) from D's input: a ``(labels, image)`` pair already, or their concat."""
+    if isinstance(x, (tuple, list)):
+        return tuple(x)
+    return x[..., :label_channels], x[..., label_channels:]
+
+
 @keras.saving.register_keras_serializable(package="spade_tf")
 class NLayerDiscriminator(keras.layers.Layer):
     """The PatchGAN discriminator of one scale (spec §5).
@@ -44,6 +51,13 @@ class NLayerDiscriminator(keras.layers.Layer):
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
         filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv (``perf.filter_gradient``).
+        closed_form_gradients: the norms' closed-form training gradient
+            (``perf.closed_form_gradients``).
+        label_channels: how many leading input channels are the semantic map, which never
+            needs a gradient: model0 then runs as two convs (label channels, image channels,
+            their kernel slices) so that backpropagation to the input computes only the image
+            channels' gradient, 3 of the ~155 channels, instead of all (the same sums). None:
+            one conv, a gradient for every input channel.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -55,8 +69,11 @@ class NLayerDiscriminator(keras.layers.Layer):
     """
 
     def __init__(self, base_filters=64, num_layers=4, norm="instance", spectral=True,
-                 init_type="xavier", init_gain=0.02, filter_gradient="auto", **kwargs):
+                 init_type="xavier", init_gain=0.02, filter_gradient="auto",
+                 closed_form_gradients=False, label_channels=None, **kwargs):
         super().__init__(**kwargs)
+        self.closed_form_gradients = bool(closed_form_gradients)
+        self.label_channels = None if label_channels is None else int(label_channels)
         self.base_filters = int(base_filters)
         self.num_layers = int(num_layers)
         self.norm = str(LayerNorm.parse(norm, "norm"))
@@ -79,7 +96,8 @@ class NLayerDiscriminator(keras.layers.Layer):
                                                  padding=PADDING, use_bias=use_bias,
                                                  name=f"model{n}", **init))
             setattr(self, f"model{n}_norm",
-                    make_layer_norm(self.norm, self.init_gain, name=f"model{n}_norm"))
+                    make_layer_norm(self.norm, self.init_gain, name=f"model{n}_norm",
+                                    closed_form_gradient=self.closed_form_gradients))
         last = self.num_layers
         setattr(self, f"model{last}", TorchConv2D(1, KERNEL, strides=1, padding=PADDING,
                                                   name=f"model{last}", **init))
@@ -101,11 +119,23 @@ class NLayerDiscriminator(keras.layers.Layer):
             if norm is not None:
                 norm.build(shape)
 
+    def _first_conv(self, x):
+        """model0 on (labels, image), the labels held constant."""
+        conv, n = self.model0, self.label_channels
+        labels, image = split_labels(x, n)
+        kernel = ops.cast(conv.kernel, conv.compute_dtype)
+        y = (conv.convolve(tf.stop_gradient(labels), kernel[:, :, :n])
+             + conv.convolve(image, kernel[:, :, n:]))
+        return y + ops.cast(conv.bias, conv.compute_dtype)
+
     def call(self, x, training=False):
         outputs = []
         last = len(self.convs) - 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = conv(x, training=training)
+            if i == 0 and self.label_channels:
+                x = self._first_conv(x)
+            else:
+                x = conv(x, training=training)
             if norm is not None:
                 x = norm(x, training=training)
             if i != last:
@@ -117,7 +147,9 @@ class NLayerDiscriminator(keras.layers.Layer):
         config = super().get_config()
         config.update(base_filters=self.base_filters, num_layers=self.num_layers, norm=self.norm,
                       spectral=self.spectral, init_type=self.init_type, init_gain=self.init_gain,
-                      filter_gradient=self.filter_gradient)
+                      filter_gradient=self.filter_gradient,
+                      closed_form_gradients=self.closed_form_gradients,
+                      label_channels=self.label_channels)
         return config
 
 
@@ -136,10 +168,15 @@ class MultiscaleDiscriminator(keras.Model):
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
         filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv.
+        closed_form_gradients: the norms' closed-form training gradient.
+        label_channels: leading input channels that are the semantic map (see
+            ``NLayerDiscriminator``).
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
-        x: NHWC ``concat([semantics, image], -1)``; fake and real may be stacked on the batch axis.
+        x: NHWC ``concat([semantics, image], -1)``; fake and real may be stacked on the batch
+            axis. With ``label_channels``, also the pair ``(semantics, image)``, which saves the
+            concat and the slicing (``GauGAN.discriminate`` passes that).
         training: Python bool.
 
     Returns:
@@ -148,9 +185,12 @@ class MultiscaleDiscriminator(keras.Model):
 
     def __init__(self, num_discriminators=2, base_filters=64, num_layers=4, norm="instance",
                  spectral=True, return_features=True, init_type="xavier", init_gain=0.02,
-                 filter_gradient="auto", **kwargs):
+                 filter_gradient="auto", closed_form_gradients=False, label_channels=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
+        self.closed_form_gradients = bool(closed_form_gradients)
+        self.label_channels = None if label_channels is None else int(label_channels)
         self.num_discriminators = int(num_discriminators)
         self.base_filters = int(base_filters)
         self.num_layers = int(num_layers)
@@ -162,7 +202,9 @@ class MultiscaleDiscriminator(keras.Model):
         for i in range(self.num_discriminators):  # attributes, not a list (see NLayerDiscriminator)
             setattr(self, f"discriminator_{i}", NLayerDiscriminator(
                 self.base_filters, self.num_layers, self.norm, self.spectral, self.init_type,
-                self.init_gain, filter_gradient=self.filter_gradient, name=f"discriminator_{i}"))
+                self.init_gain, filter_gradient=self.filter_gradient,
+                closed_form_gradients=self.closed_form_gradients,
+                label_channels=self.label_channels, name=f"discriminator_{i}"))
 
     @property
     def discriminators(self) -> list:
@@ -177,13 +219,20 @@ class MultiscaleDiscriminator(keras.Model):
 
     def call(self, x, training=False):
         training = bool(training)
-        x = ops.cast(x, self.compute_dtype)
+        if self.label_channels:
+            # Labels and image pooled apart (the same per-channel averages): the gradient then
+            # flows back through the image channels' pooling only.
+            x = tuple(ops.cast(t, self.compute_dtype) for t in split_labels(x, self.label_channels))
+            x = (tf.stop_gradient(x[0]), x[1])
+        else:
+            x = ops.cast(x, self.compute_dtype)
         results = []
         for i, d in enumerate(self.discriminators):
             outputs = d(x, training=training)
             results.append(outputs if self.return_features else outputs[-1:])
             if i != len(self.discriminators) - 1:
-                x = avg_pool_3x3_s2_exclude_pad(x)
+                x = (tuple(avg_pool_3x3_s2_exclude_pad(t) for t in x) if self.label_channels
+                     else avg_pool_3x3_s2_exclude_pad(x))
         return results
 
     def get_config(self):
@@ -191,7 +240,9 @@ class MultiscaleDiscriminator(keras.Model):
         config.update(num_discriminators=self.num_discriminators, base_filters=self.base_filters,
                       num_layers=self.num_layers, norm=self.norm, spectral=self.spectral,
                       return_features=self.return_features, init_type=self.init_type,
-                      init_gain=self.init_gain, filter_gradient=self.filter_gradient)
+                      init_gain=self.init_gain, filter_gradient=self.filter_gradient,
+                      closed_form_gradients=self.closed_form_gradients,
+                      label_channels=self.label_channels)
         return config
 
 
@@ -204,6 +255,8 @@ def discriminator_from_config(model: ModelConfig, return_features: bool = True,
         num_layers=model.disc_layers, norm=model.disc_norm.value, spectral=model.disc_spectral,
         return_features=return_features, init_type=model.init_type.value,
         init_gain=model.init_gain, filter_gradient=perf.filter_gradient.value,
+        closed_form_gradients=perf.closed_form_gradients,
+        label_channels=model.semantic_channels if perf.split_discriminator_input else None,
         name="discriminator")
     h, w = model.output_hw
     d.build((None, h, w, model.semantic_channels + 3))

@@ -31,6 +31,8 @@ class ConvEncoder(keras.Model):
         spectral: spectral norm on the convs.
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
+        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv.
+        closed_form_gradients: the norms' closed-form training gradient.
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
@@ -43,8 +45,9 @@ class ConvEncoder(keras.Model):
 
     def __init__(self, base_filters=64, crop_size=256, latent_dim=256, norm="instance",
                  spectral=True, init_type="xavier", init_gain=0.02, filter_gradient="auto",
-                 **kwargs):
+                 closed_form_gradients=False, **kwargs):
         super().__init__(**kwargs)
+        self.closed_form_gradients = bool(closed_form_gradients)
         self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
         self.base_filters = int(base_filters)
         self.crop_size = int(crop_size)
@@ -65,7 +68,8 @@ class ConvEncoder(keras.Model):
                 init_type=self.init_type, init_gain=self.init_gain,
                 filter_gradient=self.filter_gradient, name=f"layer{i}"))
             setattr(self, f"layer{i}_norm",
-                    make_layer_norm(self.norm, self.init_gain, name=f"layer{i}_norm"))
+                    make_layer_norm(self.norm, self.init_gain, name=f"layer{i}_norm",
+                                    closed_form_gradient=self.closed_form_gradients))
         dense_init = make_initializer(self.init_type, self.init_gain)
         self.fc_mu = keras.layers.Dense(self.latent_dim, kernel_initializer=dense_init, name="fc_mu")
         self.fc_var = keras.layers.Dense(self.latent_dim, kernel_initializer=dense_init,
@@ -119,7 +123,8 @@ class ConvEncoder(keras.Model):
         config.update(base_filters=self.base_filters, crop_size=self.crop_size,
                       latent_dim=self.latent_dim, norm=self.norm, spectral=self.spectral,
                       init_type=self.init_type, init_gain=self.init_gain,
-                      filter_gradient=self.filter_gradient)
+                      filter_gradient=self.filter_gradient,
+                      closed_form_gradients=self.closed_form_gradients)
         return config
 
 
@@ -135,6 +140,6 @@ def encoder_from_config(model: ModelConfig, perf: PerfConfig | None = None) -> C
                     latent_dim=model.z_dim, norm=model.encoder_norm.value,
                     spectral=model.encoder_spectral, init_type=model.init_type.value,
                     init_gain=model.init_gain, filter_gradient=perf.filter_gradient.value,
-                    name="encoder")
+                    closed_form_gradients=perf.closed_form_gradients, name="encoder")
     e.build((None, ENCODER_INPUT_SIZE, ENCODER_INPUT_SIZE, 3))
     return e

@@ -133,8 +133,13 @@ class GauGAN(keras.Model):
     def discriminate(self, semantics, fake, real, training):
         """D on [fake; real] stacked on the batch axis, split into (fake, real) outputs."""
         sem = tf.cast(semantics, fake.dtype)
-        both = tf.concat([tf.concat([sem, fake], -1), tf.concat([sem, tf.cast(real, fake.dtype)], -1)], 0)
-        outs = self.discriminator(both, training=training)
+        images = tf.concat([fake, tf.cast(real, fake.dtype)], 0)
+        if self.discriminator.label_channels:
+            # (labels, images) apart: no concat to slice again (perf.split_discriminator_input)
+            outs = self.discriminator((tf.concat([sem, sem], 0), images), training=training)
+        else:
+            outs = self.discriminator(tf.concat([tf.concat([sem, sem], 0), images], -1),
+                                      training=training)
         n = tf.shape(fake)[0]
         return ([[f[:n] for f in scale] for scale in outs], [[f[n:] for f in scale] for scale in outs])
 

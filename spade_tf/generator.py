@@ -48,6 +48,8 @@ class SPADEGenerator(keras.Model):
         share_label_features: resize the label map once per resolution and run the first
             convs of all SPADE layers at one resolution as one conv (``perf.share_label_features``).
         filter_gradient: ``native`` | ``swapped`` | ``auto`` (``perf.filter_gradient``).
+        closed_form_gradients: hand-written gradients for SPADE's norm, modulation and leaky
+            ReLU in training mode (``perf.closed_form_gradients``).
         **kwargs: standard ``keras.Model`` arguments.
 
     The ``perf`` arguments change how the variables are applied, never which variables exist:
@@ -70,8 +72,9 @@ class SPADEGenerator(keras.Model):
                  spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
                  init_type="xavier", init_gain=0.02, seed=None, kind="spade", onehot_channels=None,
                  label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
-                 filter_gradient="auto", **kwargs):
+                 filter_gradient="auto", closed_form_gradients=False, **kwargs):
         super().__init__(**kwargs)
+        self.closed_form_gradients = bool(closed_form_gradients)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
         self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
         self.fuse_gamma_beta = bool(fuse_gamma_beta)
@@ -111,7 +114,8 @@ class SPADEGenerator(keras.Model):
                      spade_hidden_filters=self.spade_hidden_filters,
                      modulation="affine" if baseline else "spade",
                      onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                     fuse_gamma_beta=self.fuse_gamma_beta, **init)
+                     fuse_gamma_beta=self.fuse_gamma_beta,
+                     closed_form_gradients=self.closed_form_gradients, **init)
         sh, sw = self.latent_hw
         self.num_encoder_convs = 0
         if baseline:
@@ -252,12 +256,14 @@ class SPADEGenerator(keras.Model):
             idx_r = None if indices is None else legacy_nearest_resize(indices[..., None], hw)[..., 0]
             kernels, biases = zip(*(spade.shared_kernel() for _, _, spade in members))
             first = members[0][2]
-            y = ops.relu(label_map_conv(first.mlp_shared, ops.concatenate(kernels, -1),
-                                        ops.concatenate(biases, -1), seg_r, idx_r,
-                                        self.onehot_channels, self.label_conv))
+            y = label_map_conv(first.mlp_shared, ops.concatenate(kernels, -1),
+                               ops.concatenate(biases, -1), seg_r, idx_r, self.onehot_channels,
+                               self.label_conv)
             widths = [int(k.shape[-1]) for k in kernels]
             for (blk_name, name, _), part in zip(members, tf.split(y, widths, axis=-1)):
-                out[blk_name][name] = part
+                # ReLU after the split: the ReLU's output, which its gradient keeps, is then the
+                # same tensor that the next conv keeps (before the split they were two copies).
+                out[blk_name][name] = ops.relu(part)
         return out
 
     def sample_z(self, batch_size):
@@ -324,7 +330,8 @@ class SPADEGenerator(keras.Model):
                       onehot_channels=self.onehot_channels, label_conv=self.label_conv,
                       fuse_gamma_beta=self.fuse_gamma_beta,
                       share_label_features=self.share_label_features,
-                      filter_gradient=self.filter_gradient)
+                      filter_gradient=self.filter_gradient,
+                      closed_form_gradients=self.closed_form_gradients)
         return config
 
 
@@ -342,7 +349,8 @@ def generator_from_config(model: ModelConfig, seed=None, perf: PerfConfig | None
         kind=model.generator.value, onehot_channels=model.num_label_channels,
         label_conv=perf.label_conv.value, fuse_gamma_beta=perf.fuse_gamma_beta,
         share_label_features=perf.share_label_features,
-        filter_gradient=perf.filter_gradient.value, name="generator")
+        filter_gradient=perf.filter_gradient.value,
+        closed_form_gradients=perf.closed_form_gradients, name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))
     return g

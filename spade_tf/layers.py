@@ -135,9 +135,32 @@ def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
     return tf.transpose(r[:, :kernel_size, :kernel_size, :], (1, 2, 0, 3))
 
 
+def _input_gradient_as_conv(x_shape, kernel_shape, strides, pad) -> bool:
+    """Whether ``_flipped_input_gradient`` beats ``Conv2DBackpropInput`` for this layer.
+
+    Measured on the ade20k generator's shapes (docs/performance.md): oneDNN's backward-data
+    primitive ran 1.5-2.9x slower than the equivalent forward conv from 64x64 up (10x for
+    conv_img's 64 -> 3), but the forward form lost where the kernel is much bigger than the
+    activations (8x8 at 1024 channels: flipping the kernel costs more than it saves) and where it
+    would have 8x more input than output channels (SPADE's 128 -> 1024 at 64x64).
+    """
+    if strides != 1 or pad != "SAME" or None in tuple(x_shape[1:3]):
+        return False
+    c_in, c_out = int(kernel_shape[2]), int(kernel_shape[3])
+    return int(x_shape[1]) * int(x_shape[2]) >= 256 and c_out <= 4 * c_in
+
+
+def _flipped_input_gradient(dy, kernel):
+    """dL/dx of a stride-1 SAME convolution as a forward SAME convolution of dy with the kernel
+    rotated by 180 degrees and its in/out channels swapped: dx[h, w, i] = sum_{a, b, o}
+    dy[h - a + c, w - b + c, o] * K[a, b, i, o] (c = k // 2). The same products and sums as
+    ``Conv2DBackpropInput`` in another order."""
+    return tf.nn.conv2d(dy, tf.transpose(tf.reverse(kernel, [0, 1]), (0, 1, 3, 2)), 1, "SAME")
+
+
 def conv2d(x, kernel, strides=1, padding=0, swapped_filter_gradient=False):
-    """A convolution (NHWC, HWIO) with PyTorch's symmetric zero padding, optionally with the
-    swapped kernel gradient.
+    """A convolution (NHWC, HWIO) with PyTorch's symmetric zero padding, optionally with both
+    gradients as forward convolutions.
 
     Args:
         x: NHWC input.
@@ -145,7 +168,10 @@ def conv2d(x, kernel, strides=1, padding=0, swapped_filter_gradient=False):
         strides: stride in both directions.
         padding: zero padding on each side (PyTorch's ``padding``).
         swapped_filter_gradient: compute the kernel's gradient with
-            ``_swapped_filter_gradient`` instead of ``Conv2DBackpropFilter``.
+            ``_swapped_filter_gradient`` instead of ``Conv2DBackpropFilter``, and, where
+            ``_input_gradient_as_conv`` says it is faster, the input's gradient with
+            ``_flipped_input_gradient`` instead of ``Conv2DBackpropInput``
+            (``perf.filter_gradient=swapped``, the CPU default).
     """
     k, p = int(kernel.shape[0]), int(padding)
     if k % 2 == 1 and p == k // 2 and strides == 1:
@@ -163,9 +189,12 @@ def conv2d(x, kernel, strides=1, padding=0, swapped_filter_gradient=False):
         y = tf.nn.conv2d(x, kernel, strides=strides, padding=pad)
 
         def grad(dy):
-            dx = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
-                strides=[1, strides, strides, 1], padding=pad)
+            if _input_gradient_as_conv(x.shape, kernel.shape, strides, pad):
+                dx = _flipped_input_gradient(dy, kernel)
+            else:
+                dx = tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                    strides=[1, strides, strides, 1], padding=pad)
             return dx, _swapped_filter_gradient(x, dy, k, strides, k // 2 if pad == "SAME" else 0)
 
         return y, grad
@@ -394,6 +423,62 @@ class _UnitNormal(keras.initializers.Initializer):
 # --------------------------------------------------------------------------- normalization
 
 
+def normalize_closed_form(x, mean, var, count, epsilon, axes, replica_context=None):
+    """(x - mean) * rsqrt(var + epsilon) whose gradient treats mean and var as the batch (or
+    instance) statistics of x over ``axes`` that they are, in closed form:
+    dx = rstd * (dy - sum(dy) / count - y * sum(dy * y) / count).
+
+    Autodiff of the two-pass statistics takes about 8 elementwise passes and keeps x - mean for
+    the backward pass; this takes 3 and keeps only y. ``mean`` and ``var`` arrive without a
+    gradient of their own (stop_gradient'ed by the caller). With ``replica_context`` (synchronized
+    batch norm under a strategy) the two sums are all-reduced, as autodiff's all-reduce gradients
+    do. The same gradient to float rounding (tests/test_performance.py).
+    """
+    rstd = tf.math.rsqrt(var + epsilon)
+
+    @tf.custom_gradient
+    def normalize(x):
+        y = (x - mean) * rstd
+
+        def grad(dy):
+            sums = [tf.reduce_sum(dy, axes, keepdims=True),
+                    tf.reduce_sum(dy * y, axes, keepdims=True)]
+            if replica_context is not None:
+                sums = replica_context.all_reduce("sum", sums)
+            return rstd * (dy - sums[0] / count - y * (sums[1] / count))
+
+        return y, grad
+
+    return normalize(x)
+
+
+def modulate(normalized, gamma, beta, slope=None):
+    """SPADE's ``normalized * (1 + gamma) + beta``, then leaky ReLU with ``slope`` unless None,
+    with a hand-written gradient.
+
+    Autodiff keeps ``1 + gamma`` and the pre-activation for the backward pass, two more tensors
+    of the activation's size per SPADE layer; this keeps only ``normalized``, ``gamma`` and the
+    output (the next conv keeps it anyway), and reads the leaky ReLU's mask from the output's sign
+    (the same mask as from its input, since the slope is positive). Exact.
+    """
+
+    @tf.custom_gradient
+    def fn(normalized, gamma, beta):
+        out = normalized * (1.0 + gamma) + beta
+        if slope is not None:
+            out = tf.nn.leaky_relu(out, slope)
+
+        def grad(dout):
+            if slope is not None:
+                # The LeakyRelu op holds its slope as a float32 attribute: the same number here.
+                dout = tf.where(out > 0, dout, dout * float(np.float32(slope)))
+            return dout * (1.0 + gamma), dout * normalized, dout
+
+        return out, grad
+
+    return fn(normalized, gamma, beta)
+
+
 @keras.saving.register_keras_serializable(package="spade_tf")
 class TorchBatchNorm(keras.layers.Layer):
     """Batch normalization with PyTorch's ``BatchNorm2d`` statistics, optionally synchronized.
@@ -416,12 +501,19 @@ class TorchBatchNorm(keras.layers.Layer):
         affine: learn a per-channel scale and offset (used by ``norm_D``/``norm_E`` = batch;
             SPADE's norm is parameter-free).
         init_gain: the scale's init is N(1, init_gain), as the reference's ``init_weights``.
+        closed_form_gradient: in training mode, use the closed-form gradient
+            dx = rstd * (dy - mean(dy) - y * mean(dy * y)) (means over the global batch,
+            all-reduced when synchronized) instead of differentiating the two-pass statistics
+            op by op: fewer passes, and only y is kept for the backward pass, not x - mean
+            (``perf.closed_form_gradients``). The same gradient to float rounding
+            (tests/test_performance.py).
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, synchronized=False, affine=False,
-                 init_gain=0.02, **kwargs):
+                 init_gain=0.02, closed_form_gradient=False, **kwargs):
         super().__init__(**kwargs)
+        self.closed_form_gradient = bool(closed_form_gradient)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.synchronized = bool(synchronized)
@@ -443,11 +535,21 @@ class TorchBatchNorm(keras.layers.Layer):
                 initializer=keras.initializers.RandomNormal(1.0, self.init_gain))
             self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros", autocast=False)
 
+    def _sync_context(self):
+        ctx = tf.distribute.get_replica_context()
+        if self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
+            return ctx
+        return None
+
+    def _normalize_closed_form(self, x, mean, var, count):
+        return normalize_closed_form(x, mean, var, count, self.epsilon, [0, 1, 2],
+                                     self._sync_context())
+
     def _batch_moments(self, x):
         axes = [0, 1, 2]
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
-        ctx = tf.distribute.get_replica_context()
-        if self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
+        ctx = self._sync_context()
+        if ctx is not None:
             total, count = ctx.all_reduce("sum", [tf.reduce_sum(x, axes), count])
             mean = total / count
             var = ctx.all_reduce("sum", tf.reduce_sum(tf.square(x - mean), axes)) / count
@@ -469,7 +571,11 @@ class TorchBatchNorm(keras.layers.Layer):
         else:
             mean = tf.cast(self.moving_mean, x.dtype)
             var = tf.cast(self.moving_variance, x.dtype)
-        y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
+        if training and self.closed_form_gradient:
+            y = self._normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var),
+                                                     count)
+        else:
+            y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
         if self.affine:
             y = y * self.gamma + self.beta
         return tf.cast(y, self.compute_dtype)
@@ -480,7 +586,8 @@ class TorchBatchNorm(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized,
-                      affine=self.affine, init_gain=self.init_gain)
+                      affine=self.affine, init_gain=self.init_gain,
+                      closed_form_gradient=self.closed_form_gradient)
         return config
 
 
@@ -492,37 +599,47 @@ class InstanceNormalization(keras.layers.Layer):
 
     Args:
         epsilon: added to the variance (PyTorch's 1e-5).
+        closed_form_gradient: in training mode, the closed-form gradient of the normalization
+            (see ``normalize_closed_form``; ``perf.closed_form_gradients``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
-    def __init__(self, epsilon=1e-5, **kwargs):
+    def __init__(self, epsilon=1e-5, closed_form_gradient=False, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
+        self.closed_form_gradient = bool(closed_form_gradient)
 
     def call(self, inputs, training=False):
         x = at_least_float32(inputs)
         mean = tf.reduce_mean(x, [1, 2], keepdims=True)
         var = tf.reduce_mean(tf.square(x - mean), [1, 2], keepdims=True)
-        return tf.cast((x - mean) * tf.math.rsqrt(var + self.epsilon), self.compute_dtype)
+        if training and self.closed_form_gradient:
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), x.dtype)
+            y = normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var), count,
+                                      self.epsilon, [1, 2])
+        else:
+            y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
+        return tf.cast(y, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update(epsilon=self.epsilon)
+        config.update(epsilon=self.epsilon, closed_form_gradient=self.closed_form_gradient)
         return config
 
 
-def make_param_free_norm(norm, name=None):
+def make_param_free_norm(norm, name=None, closed_form_gradient=False):
     """SPADE's parameter-free normalization for ``norm`` in {sync_batch, batch, instance}."""
     norm = SpadeNorm.parse(norm, "spade_norm")
     if norm is SpadeNorm.INSTANCE:
-        return InstanceNormalization(name=name)
-    return TorchBatchNorm(synchronized=norm is SpadeNorm.SYNC_BATCH, name=name)
+        return InstanceNormalization(name=name, closed_form_gradient=closed_form_gradient)
+    return TorchBatchNorm(synchronized=norm is SpadeNorm.SYNC_BATCH, name=name,
+                          closed_form_gradient=closed_form_gradient)
 
 
-def make_layer_norm(norm, init_gain=0.02, name=None):
+def make_layer_norm(norm, init_gain=0.02, name=None, closed_form_gradient=False):
     """The norm after a (spectral) conv in D and E (``get_nonspade_norm_layer``), or None.
 
     As in the reference, the batch variants there are *affine*; instance norm is not.
@@ -531,9 +648,10 @@ def make_layer_norm(norm, init_gain=0.02, name=None):
     if norm is LayerNorm.NONE:
         return None
     if norm is LayerNorm.INSTANCE:
-        return InstanceNormalization(name=name)
+        return InstanceNormalization(name=name, closed_form_gradient=closed_form_gradient)
     return TorchBatchNorm(synchronized=norm is LayerNorm.SYNC_BATCH, affine=True,
-                          init_gain=init_gain, name=name)
+                          init_gain=init_gain, name=name,
+                          closed_form_gradient=closed_form_gradient)
 
 
 def make_conv(spectral, filters, kernel_size, strides=1, padding=0, use_bias=True,
@@ -672,6 +790,8 @@ class SPADE(keras.layers.Layer):
             one-hot channels (see ``onehot_conv``).
         fuse_gamma_beta: run mlp_gamma and mlp_beta as one conv with 2C outputs.
         filter_gradient: ``native`` | ``swapped`` | ``auto`` for the three convs.
+        closed_form_gradients: in training mode, hand-written gradients for the norm and the
+            modulation (``normalize_closed_form``, ``modulate``; ``perf.closed_form_gradients``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -681,11 +801,15 @@ class SPADE(keras.layers.Layer):
         hidden: the shared conv's output after ReLU at x's resolution, when the caller has
             computed it (the generator does, for all SPADE layers of a resolution at once);
             ``segmap`` is then unused.
+        activation_slope: apply a leaky ReLU with this slope to the output (the residual
+            block's activation, fused here so that one hand-written gradient covers both);
+            None: no activation.
     """
 
     def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
                  init_type="xavier", init_gain=0.02, onehot_channels=None, label_conv="dense",
-                 fuse_gamma_beta=False, filter_gradient="auto", **kwargs):
+                 fuse_gamma_beta=False, filter_gradient="auto", closed_form_gradients=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
         self.kernel_size = int(kernel_size)
@@ -696,6 +820,7 @@ class SPADE(keras.layers.Layer):
         self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
         self.fuse_gamma_beta = bool(fuse_gamma_beta)
         self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
+        self.closed_form_gradients = bool(closed_form_gradients)
 
     def build(self, x_shape, segmap_shape):
         # Sublayers are made here: gamma/beta need the channels of x, known only now.
@@ -703,7 +828,9 @@ class SPADE(keras.layers.Layer):
         k, p = self.kernel_size, self.kernel_size // 2
         init = dict(init_type=self.init_type, init_gain=self.init_gain,
                     filter_gradient=self.filter_gradient)
-        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm")
+        self.param_free_norm = make_param_free_norm(
+            self.norm_type, name="param_free_norm",
+            closed_form_gradient=self.closed_form_gradients)
         self.mlp_shared = TorchConv2D(self.hidden_filters, k, padding=p, name="mlp_shared", **init)
         self.mlp_gamma = TorchConv2D(c, k, padding=p, name="mlp_gamma", **init)
         self.mlp_beta = TorchConv2D(c, k, padding=p, name="mlp_beta", **init)
@@ -741,14 +868,19 @@ class SPADE(keras.layers.Layer):
         gamma, beta = tf.split(both, 2, axis=-1)  # its gradient is a concat, not two padded copies
         return gamma, beta
 
-    def call(self, x, segmap, training=False, hidden=None):
+    def call(self, x, segmap, training=False, hidden=None, activation_slope=None):
         normalized = self.param_free_norm(x, training=training)
         if hidden is None:
             hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
             seg = legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
             hidden = self.hidden_features(seg)
         gamma, beta = self.modulation(hidden)
-        return normalized * (1.0 + gamma) + beta
+        if training and self.closed_form_gradients:
+            return modulate(normalized, gamma, beta, activation_slope)
+        out = normalized * (1.0 + gamma) + beta
+        if activation_slope is not None:
+            out = ops.leaky_relu(out, negative_slope=activation_slope)
+        return out
 
     def compute_output_shape(self, x_shape, segmap_shape):
         return x_shape
@@ -759,7 +891,8 @@ class SPADE(keras.layers.Layer):
                       hidden_filters=self.hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, onehot_channels=self.onehot_channels,
                       label_conv=self.label_conv, fuse_gamma_beta=self.fuse_gamma_beta,
-                      filter_gradient=self.filter_gradient)
+                      filter_gradient=self.filter_gradient,
+                      closed_form_gradients=self.closed_form_gradients)
         return config
 
 
@@ -825,6 +958,7 @@ class SPADEResBlock(keras.layers.Layer):
         label_conv: ``dense`` | ``gather`` | ``segment_sum`` (see ``SPADE``).
         fuse_gamma_beta: fuse each SPADE's gamma and beta convs (see ``SPADE``).
         filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv of the block.
+        closed_form_gradients: hand-written norm and modulation gradients (see ``SPADE``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -840,7 +974,7 @@ class SPADEResBlock(keras.layers.Layer):
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
                  spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
                  onehot_channels=None, label_conv="dense", fuse_gamma_beta=False,
-                 filter_gradient="auto", **kwargs):
+                 filter_gradient="auto", closed_form_gradients=False, **kwargs):
         super().__init__(**kwargs)
         if modulation not in self.MODULATIONS:
             raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
@@ -857,6 +991,7 @@ class SPADEResBlock(keras.layers.Layer):
         self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
         self.fuse_gamma_beta = bool(fuse_gamma_beta)
         self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
+        self.closed_form_gradients = bool(closed_form_gradients)
 
     def build(self, x_shape, segmap_shape):
         fin = int(x_shape[-1])
@@ -869,7 +1004,8 @@ class SPADEResBlock(keras.layers.Layer):
                 return SPADE(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
                              hidden_filters=self.spade_hidden_filters,
                              onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                             fuse_gamma_beta=self.fuse_gamma_beta, name=name, **init)
+                             fuse_gamma_beta=self.fuse_gamma_beta,
+                             closed_form_gradients=self.closed_form_gradients, name=name, **init)
         else:
             def make_norm(name):
                 return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name)
@@ -901,18 +1037,23 @@ class SPADEResBlock(keras.layers.Layer):
     def call(self, x, segmap, training=False, hidden=None):
         hidden = hidden or {}
 
-        def norm(name, t):
+        def norm(name, t, activated=False):
             layer = getattr(self, name)
+            if self.modulation != "spade":
+                return leaky_relu(layer(t, segmap, training=training)) if activated else \
+                    layer(t, segmap, training=training)
+            # The leaky ReLU goes into the SPADE layer, which fuses it with the modulation.
+            kw = dict(training=training, activation_slope=LRELU_SLOPE if activated else None)
             if name in hidden:
-                return layer(t, segmap, training=training, hidden=hidden[name])
-            return layer(t, segmap, training=training)
+                kw["hidden"] = hidden[name]
+            return layer(t, segmap, **kw)
 
         if self.learned_shortcut:
             x_s = self.conv_s(norm("norm_s", x), training=training)
         else:
             x_s = x
-        dx = self.conv_0(leaky_relu(norm("norm_0", x)), training=training)
-        dx = self.conv_1(leaky_relu(norm("norm_1", dx)), training=training)
+        dx = self.conv_0(norm("norm_0", x, activated=True), training=training)
+        dx = self.conv_1(norm("norm_1", dx, activated=True), training=training)
         return x_s + dx
 
     def compute_output_shape(self, x_shape, segmap_shape):
@@ -925,7 +1066,8 @@ class SPADEResBlock(keras.layers.Layer):
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, modulation=self.modulation,
                       onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                      fuse_gamma_beta=self.fuse_gamma_beta, filter_gradient=self.filter_gradient)
+                      fuse_gamma_beta=self.fuse_gamma_beta, filter_gradient=self.filter_gradient,
+                      closed_form_gradients=self.closed_form_gradients)
         return config
 
 

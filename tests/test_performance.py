@@ -15,14 +15,18 @@ import pytest
 import tensorflow as tf
 
 from spade_tf.config import PerfConfig, load_config
-from spade_tf.layers import (SpectralConv2D, conv2d, onehot_conv, onehot_indices)
+from spade_tf.layers import (InstanceNormalization, SpectralConv2D, TorchBatchNorm,
+                             _input_gradient_as_conv, conv2d, modulate, onehot_conv,
+                             onehot_indices)
 from spade_tf.networks import build_networks
 from spade_tf.semantics import to_semantics
 
 PLAIN = PerfConfig(label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
-                   filter_gradient="native")
+                   filter_gradient="native", closed_form_gradients=False,
+                   split_discriminator_input=False)
 ALL_ON = PerfConfig(label_conv="segment_sum", fuse_gamma_beta=True, share_label_features=True,
-                    filter_gradient="swapped")
+                    filter_gradient="swapped", closed_form_gradients=True,
+                    split_discriminator_input=True)
 
 
 def _rel(a, b):
@@ -73,6 +77,82 @@ def test_swapped_filter_gradient_equals_conv2d_backprop_filter(k, stride, pad, b
     assert _rel(outs[0], ref) < 1e-12 and _rel(outs[1], ref) < 1e-12
     assert _rel(grads[1][0], grads[0][0]) < 1e-12  # input gradient
     assert _rel(grads[1][1], grads[0][1]) < 1e-12  # kernel gradient
+
+
+@pytest.mark.parametrize("k,batch,c_in,c_out", [(3, 1, 5, 6), (3, 2, 5, 6), (5, 1, 4, 7),
+                                                (1, 2, 6, 5)])
+def test_input_gradient_as_a_flipped_conv_equals_conv2d_backprop_input(k, batch, c_in, c_out):
+    # 17 x 16 = 272 >= 256 pixels and c_out <= 4 c_in: the flipped form is chosen.
+    rng = np.random.default_rng(k * 100 + batch)
+    x = tf.constant(rng.standard_normal((batch, 17, 16, c_in)))
+    kernel = tf.constant(rng.standard_normal((k, k, c_in, c_out)))
+    assert _input_gradient_as_conv(x.shape, kernel.shape, 1, "SAME")
+    dy = tf.constant(rng.standard_normal((batch, 17, 16, c_out)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = conv2d(x, kernel, 1, k // 2, swapped_filter_gradient=True)
+    dx = tape.gradient(y, x, output_gradients=dy)
+    ref = tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=kernel, out_backprop=dy,
+                                         strides=[1, 1, 1, 1], padding="SAME")
+    assert np.abs(ref.numpy()).max() > 1
+    assert _rel(dx, ref) < 1e-12
+
+
+def test_input_gradient_rule_keeps_the_native_form_where_it_was_faster():
+    assert not _input_gradient_as_conv((1, 8, 8, 1024), (3, 3, 1024, 1024), 1, "SAME")  # small
+    assert not _input_gradient_as_conv((1, 64, 64, 128), (3, 3, 128, 1024), 1, "SAME")  # 8x wider
+    assert not _input_gradient_as_conv((1, 64, 64, 128), (4, 4, 128, 128), 2, "VALID")  # strided
+    assert not _input_gradient_as_conv((1, None, None, 128), (3, 3, 128, 128), 1, "SAME")
+    assert _input_gradient_as_conv((1, 256, 256, 64), (3, 3, 64, 3), 1, "SAME")  # conv_img
+
+
+@pytest.mark.parametrize("layer", ["batch", "affine_batch", "instance"])
+def test_closed_form_norm_gradient_equals_autodiff(float64, layer):
+    """The norms' hand-written training gradient against differentiating the two-pass
+    statistics op by op (one replica here; the two-worker test runs the synchronized form)."""
+    def make(closed_form):
+        if layer == "instance":
+            return InstanceNormalization(closed_form_gradient=closed_form, name="norm")
+        return TorchBatchNorm(affine=layer == "affine_batch", closed_form_gradient=closed_form,
+                              name="norm")
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.standard_normal((2, 5, 4, 3)) * 2 + 1)
+    dy = tf.constant(rng.standard_normal((2, 5, 4, 3)))
+    layers = [make(False), make(True)]
+    for norm in layers:
+        norm.build(x.shape)
+    _same_weights(layers[1], layers[0])
+    results = []
+    for norm in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = norm(x, training=True)
+            loss = tf.reduce_sum(y * dy)
+        grads = tape.gradient(loss, [x] + norm.trainable_variables)
+        results.append([y.numpy()] + [g.numpy() for g in grads]
+                       + [v.numpy() for v in norm.non_trainable_variables])
+    for a, b in zip(*results):
+        assert _rel(a, b) < 1e-12
+    assert np.abs(results[0][1]).max() > 1e-3  # the input gradient is not trivially zero
+
+
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_modulate_gradient_equals_autodiff(float64, slope):
+    rng = np.random.default_rng(4)
+    y, gamma, beta, dout = (tf.constant(rng.standard_normal((2, 6, 5, 4))) for _ in range(4))
+    y = tf.tensor_scatter_nd_update(y, [[0, 0, 0, 0]], [0.0])  # an output of exactly 0 ...
+    beta = tf.tensor_scatter_nd_update(beta, [[0, 0, 0, 0]], [0.0])  # ... takes the slope side
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([y, gamma, beta])
+        ref = y * (1.0 + gamma) + beta
+        if slope is not None:
+            ref = tf.nn.leaky_relu(ref, slope)
+        out = modulate(y, gamma, beta, slope)
+        l_ref, l_out = tf.reduce_sum(ref * dout), tf.reduce_sum(out * dout)
+    assert _rel(out, ref) < 1e-15
+    for a, b in zip(tape.gradient(l_out, [y, gamma, beta]), tape.gradient(l_ref, [y, gamma, beta])):
+        assert _rel(a, b) < 1e-15
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -152,6 +232,7 @@ VARIANTS = {
     "share_label_features": dataclasses.replace(PLAIN, share_label_features=True),
     "share+gather": dataclasses.replace(PLAIN, share_label_features=True, label_conv="gather"),
     "swapped filter gradient": dataclasses.replace(PLAIN, filter_gradient="swapped"),
+    "closed-form gradients": dataclasses.replace(PLAIN, closed_form_gradients=True),
     "all on": ALL_ON,
 }
 
@@ -171,25 +252,38 @@ def test_all_generator_optimisations_within_1e5_in_float32():
     _compare_generators(config, {"all on": ALL_ON}, 1e-5, tf.float32, grad_floor=1.0)
 
 
-def test_discriminator_and_encoder_swapped_gradients_are_exact(float64):
+@pytest.mark.parametrize("option", [{"filter_gradient": "swapped"},
+                                    {"closed_form_gradients": True},
+                                    {"split_discriminator_input": True}, ALL_ON])
+def test_discriminator_and_encoder_optimisations_are_exact(float64, option):
+    """D and E: outputs, weight gradients and the gradient w.r.t. D's image channels (the
+    label channels get none with split_discriminator_input)."""
     config = load_config("tiny", ["model.use_vae=true"])
     rng = np.random.default_rng(1)
     h, w = config.model.output_hw
     x = tf.constant(rng.standard_normal((2, h, w, config.model.semantic_channels + 3)))
     img = tf.constant(rng.standard_normal((2, 256, 256, 3)))
     nets = [build_networks(config, perf=perf, generator=False, seed=0)
-            for perf in (PLAIN, dataclasses.replace(PLAIN, filter_gradient="swapped"))]
+            for perf in (PLAIN, option if isinstance(option, PerfConfig)
+                         else dataclasses.replace(PLAIN, **option))]
     _same_weights(nets[1].discriminator, nets[0].discriminator)
     _same_weights(nets[1].encoder, nets[0].encoder)
-    grads = []
+    grads, outputs = [], []
     for n in nets:
         with tf.GradientTape() as tape:
+            tape.watch(x)
             outs = n.discriminator(x, training=True)
             mu, logvar = n.encoder(img, training=True)
             loss = sum(tf.reduce_sum(o * o) for scale in outs for o in scale)
             loss += tf.reduce_sum(mu * logvar)
         variables = n.discriminator.trainable_variables + n.encoder.trainable_variables
-        grads.append([g.numpy() for g in tape.gradient(loss, variables)])
+        g = tape.gradient(loss, variables + [x])
+        image_grad = g[-1][..., config.model.semantic_channels:]
+        grads.append([t.numpy() for t in g[:-1]] + [image_grad.numpy()])
+        outputs.append([o.numpy() for scale in outs for o in scale] + [mu.numpy(), logvar.numpy()])
+    for a, b in zip(*outputs):
+        assert _rel(a, b) < 1e-12
+    assert np.abs(grads[0][-1]).max() > 1e-3
     scale = max(np.abs(g).max() for g in grads[0])
     for a, b in zip(grads[1], grads[0]):
         assert np.abs(a - b).max() / max(np.abs(b).max(), 1e-3 * scale) < 1e-9
@@ -198,6 +292,7 @@ def test_discriminator_and_encoder_swapped_gradients_are_exact(float64):
 def test_perf_section_is_validated_and_defaults_to_every_optimisation():
     config = load_config("tiny")
     assert config.perf.label_conv.value == "segment_sum" and config.perf.fuse_gamma_beta
+    assert config.perf.closed_form_gradients
     with pytest.raises(ValueError, match="perf.label_conv.*'dense', 'gather', 'segment_sum'"):
         load_config("tiny", ["perf.label_conv=im2col"])
     with pytest.raises(ValueError, match="filter_gradient"):
@@ -205,6 +300,7 @@ def test_perf_section_is_validated_and_defaults_to_every_optimisation():
     g = build_networks(config, discriminator=False).generator
     clone = g.__class__.from_config(g.get_config())
     assert clone.label_conv == "segment_sum" and clone.share_label_features
+    assert clone.closed_form_gradients and g.up_0.norm_0.param_free_norm.closed_form_gradient
 
 
 def test_fused_adam_equals_keras_adam():
