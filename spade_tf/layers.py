@@ -1040,8 +1040,8 @@ class SPADEResBlock(keras.layers.Layer):
         def norm(name, t, activated=False):
             layer = getattr(self, name)
             if self.modulation != "spade":
-                return leaky_relu(layer(t, segmap, training=training)) if activated else \
-                    layer(t, segmap, training=training)
+                out = layer(t, segmap, training=training)
+                return leaky_relu(out) if activated else out
             # The leaky ReLU goes into the SPADE layer, which fuses it with the modulation.
             kw = dict(training=training, activation_slope=LRELU_SLOPE if activated else None)
             if name in hidden:
