@@ -138,9 +138,9 @@ def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
 def _input_gradient_as_conv(x_shape, kernel_shape, strides, pad) -> bool:
     """Whether ``_flipped_input_gradient`` beats ``Conv2DBackpropInput`` for this layer.
 
-    Measured on the ade20k generator's shapes (docs/performance.md): oneDNN's backward-data
-    primitive ran 1.5-2.9x slower than the equivalent forward conv from 64x64 up (10x for
-    conv_img's 64 -> 3), but the forward form lost where the kernel is much bigger than the
+    Measured on the ade20k generator's shapes (docs/benchmarks/conv_gradients.md, from
+    scripts/bench_conv_gradients.py): oneDNN's backward-data primitive ran 1.4-3.1x slower than
+    the equivalent forward conv from 64x64 up (11x for conv_img's 64 -> 3), but the forward form lost where the kernel is much bigger than the
     activations (8x8 at 1024 channels: flipping the kernel costs more than it saves) and where it
     would have 8x more input than output channels (SPADE's 128 -> 1024 at 64x64).
     """
