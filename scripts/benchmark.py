@@ -41,9 +41,10 @@ PRESETS = {
 }
 PLAIN = ["perf.label_conv=dense", "perf.fuse_gamma_beta=false",
          "perf.share_label_features=false", "perf.filter_gradient=native",
-         "perf.closed_form_gradients=false", "perf.split_discriminator_input=false"]
+         "perf.closed_form_gradients=false", "perf.split_discriminator_input=false",
+         "perf.sequential_inference=false"]
 # variant -> overrides of the default (optimised) perf section; the leave-one-out variants show
-# what each optimisation contributes.
+# what each optimisation contributes (training: TRAIN_ABLATION, generator forward: FORWARD_ABLATION).
 VARIANTS = {
     "optimised": [],
     "plain": PLAIN,
@@ -53,7 +54,10 @@ VARIANTS = {
     "native conv gradients": ["perf.filter_gradient=native"],
     "autodiff norm gradients": ["perf.closed_form_gradients=false"],
     "D input gradient for all channels": ["perf.split_discriminator_input=false"],
+    "parallel inference": ["perf.sequential_inference=false"],
 }
+FORWARD_ABLATION = ["parallel inference"]  # the only option that acts in inference mode alone
+TRAIN_ABLATION = [v for v in VARIANTS if v not in ("optimised", "plain", *FORWARD_ABLATION)]
 # Official NVlabs/SPADE on this machine kind (torch 2.13, 2 threads, batch 1, medians; issue 7).
 OFFICIAL = {
     ("forward", "ade20k"): 4.49, ("forward", "128px"): 0.61,
@@ -248,11 +252,18 @@ def machine_info():
     except OSError:
         pass
     import keras
+    from tensorflow.python.util import _pywrap_util_port
 
+    # Whether oneDNN's kernels are in use, as TensorFlow decides it: with the variable unset it
+    # is off on our 2-core AVX2 EPYC (TensorFlow enables it by default only on some x86 CPUs),
+    # so the convs there are TensorFlow's own (Eigen) kernels.
+    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     return {"machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__,
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+            "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={setting})" if setting else
+                      f"{onednn} (TF_ENABLE_ONEDNN_OPTS unset: this CPU's default)",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -340,8 +351,9 @@ def main() -> None:
     p.add_argument("--plain", default="ade20k,128px",
                    help="configs also measured in the plain (reference) form")
     p.add_argument("--ablation", default="ade20k",
-                   help="configs whose training iteration is also measured with each "
-                        "optimisation turned off in turn")
+                   help="configs whose training iteration (and batch-1 forward, for the "
+                        "inference-only options) is also measured with each optimisation "
+                        "turned off in turn")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     p.add_argument("--json", metavar="PATH", help="write every result as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as markdown")
@@ -358,6 +370,7 @@ def main() -> None:
 
     parts = set(args.only.split(","))
     plain = set(filter(None, args.plain.split(",")))
+    ablation = set(filter(None, args.ablation.split(",")))
     jobs = []
     if "matmul" in parts:
         jobs.append(["matmul"])
@@ -367,13 +380,15 @@ def main() -> None:
                 jobs.append(["forward", name, "optimised", b])
                 if name in plain and b == 1:
                     jobs.append(["forward", name, "plain", b])
+                if name in ablation and b == 1:
+                    jobs += [["forward", name, v, b] for v in FORWARD_ABLATION]
     if "train" in parts:
         for name in filter(None, args.train.split(",")):
             jobs.append(["train", name, "optimised"])
             if name in plain:
                 jobs.append(["train", name, "plain"])
-            if name in set(filter(None, args.ablation.split(","))):
-                jobs += [["train", name, v] for v in VARIANTS if v not in ("optimised", "plain")]
+            if name in ablation:
+                jobs += [["train", name, v] for v in TRAIN_ABLATION]
     if "data" in parts:
         jobs += [["data", "synthscapes"], ["data", "coco_stuff_sample"]]
     rows = []

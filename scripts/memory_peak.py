@@ -1,4 +1,4 @@
-"""Live-memory peak of one training iteration, and the op that allocated at the peak.
+"""Live-memory peak of one training iteration or generator forward, and the allocations up to it.
 
 Peak RSS (what benchmark.py and ``/usr/bin/time -v`` report) also counts memory that the C
 allocator keeps after TensorFlow freed it, so it moves by +-0.1 GB between runs of the same
@@ -9,6 +9,7 @@ allocations around the peak (op name, size), which says which tensors make it.
 
     .venv/bin/python scripts/memory_peak.py --config ade20k
     .venv/bin/python scripts/memory_peak.py --config ade20k --set perf.split_discriminator_input=false
+    .venv/bin/python scripts/memory_peak.py --config ade20k --inference
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--config", default="ade20k", help="preset or YAML file")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--around", type=int, default=12, help="allocations listed before the peak")
+    parser.add_argument("--inference", action="store_true",
+                        help="one generator forward in inference mode (batch 1) instead of a "
+                             "training iteration")
     args = parser.parse_args()
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # before TensorFlow starts
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -61,27 +65,44 @@ def main() -> None:
     from benchmark import _inputs
     from spade_tf.config import load_config
     from spade_tf.gan import GauGAN
+    from spade_tf.networks import build_networks
+    from spade_tf.semantics import to_semantics
 
     config = load_config(args.config, list(args.set) + ["train.batch_size=1"])
-    batch = {k: tf.constant(v) for k, v in _inputs(config, 1).items()}
-    gan = GauGAN(config, vgg_loss=None)
-    gan.compile()
-    step = tf.function(gan.train_step)
+    if args.inference:  # what benchmark.py's forward measurement runs
+        g = build_networks(config, discriminator=False, encoder=False).generator
+        x = _inputs(config, 1)
+        seg = to_semantics(x["label"], x.get("instance"), config=config)
+        forward = tf.function(lambda s: g(s, training=False))
+
+        def run():
+            forward(seg).numpy()
+        held = "weights and input"
+    else:
+        batch = {k: tf.constant(v) for k, v in _inputs(config, 1).items()}
+        gan = GauGAN(config, vgg_loss=None)
+        gan.compile()
+        step = tf.function(gan.train_step)
+
+        def run():
+            step(batch)["GAN"].numpy()
+        held = "weights, optimizer slots and inputs"
 
     def gb(key):
         return tf.config.experimental.get_memory_info("CPU:0")[key] / 1e9
 
-    print(f"weights, optimizer slots and inputs: {gb('current'):.3f} GB", flush=True)
-    step(batch)["GAN"].numpy()  # tracing
+    print(f"{held}: {gb('current'):.3f} GB", flush=True)
+    run()  # tracing
     tf.config.experimental.reset_memory_stats("CPU:0")
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
-        step(batch)["GAN"].numpy()
+        run()
         tf.profiler.experimental.stop()
         path = max(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")),
                    key=os.path.getmtime)
         rows = allocations(path)
-    print(f"live peak of the iteration: {gb('peak'):.3f} GB (after it: {gb('current'):.3f} GB)")
+    what = "forward" if args.inference else "iteration"
+    print(f"live peak of the {what}: {gb('peak'):.3f} GB (after it: {gb('current'):.3f} GB)")
     allocs = [r for r in rows if r[1] == "MemoryAllocation"]
     if not allocs:
         print("the profile recorded no allocations")

@@ -333,6 +333,9 @@ class PerfConfig:
     closed_form_gradients: bool = True
     # D's first conv as two (label channels, image channels): no gradient for the label map
     split_discriminator_input: bool = True
+    # inference: each SPADE layer's label branch runs when its input is ready, one layer at a
+    # time and unfused, as in the reference's eager order (the peak memory)
+    sequential_inference: bool = True
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")

@@ -50,6 +50,9 @@ class SPADEGenerator(keras.Model):
         filter_gradient: ``native`` | ``swapped`` | ``auto`` (``perf.filter_gradient``).
         closed_form_gradients: hand-written gradients for SPADE's norm, modulation and leaky
             ReLU in training mode (``perf.closed_form_gradients``).
+        sequential_inference: in inference mode, each SPADE layer's label branch runs only
+            when its input is ready, one layer at a time, per layer (not shared, not fused):
+            the reference's eager order, and the lower memory peak (``perf.sequential_inference``).
         **kwargs: standard ``keras.Model`` arguments.
 
     The ``perf`` arguments change how the variables are applied, never which variables exist:
@@ -72,8 +75,10 @@ class SPADEGenerator(keras.Model):
                  spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
                  init_type="xavier", init_gain=0.02, seed=None, kind="spade", onehot_channels=None,
                  label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
-                 filter_gradient="auto", closed_form_gradients=False, **kwargs):
+                 filter_gradient="auto", closed_form_gradients=False, sequential_inference=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.sequential_inference = bool(sequential_inference)
         self.closed_form_gradients = bool(closed_form_gradients)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
         self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
@@ -115,7 +120,8 @@ class SPADEGenerator(keras.Model):
                      modulation="affine" if baseline else "spade",
                      onehot_channels=self.onehot_channels, label_conv=self.label_conv,
                      fuse_gamma_beta=self.fuse_gamma_beta,
-                     closed_form_gradients=self.closed_form_gradients, **init)
+                     closed_form_gradients=self.closed_form_gradients,
+                     sequential_inference=self.sequential_inference, **init)
         sh, sw = self.latent_hw
         self.num_encoder_convs = 0
         if baseline:
@@ -236,6 +242,18 @@ class SPADEGenerator(keras.Model):
             out.append((blk, (h, w)))
         return out
 
+    def resized_label_maps(self, seg):
+        """{(h, w): (seg, indices)}: the label map at each block resolution, and its
+        ``onehot_indices`` when SPADE reads it by lookups (else None), each computed once."""
+        lookup = self.label_conv != LabelConv.DENSE.value and self.onehot_channels
+        indices = onehot_indices(seg[..., :self.onehot_channels]) if lookup else None
+        out = {}
+        for _, hw in self.block_resolutions():
+            if hw not in out:
+                idx = None if indices is None else legacy_nearest_resize(indices[..., None], hw)[..., 0]
+                out[hw] = (legacy_nearest_resize(seg, hw), idx)
+        return out
+
     def shared_label_features(self, seg):
         """{block name: {SPADE name: relu(mlp_shared(seg at the block's resolution))}}.
 
@@ -248,12 +266,10 @@ class SPADEGenerator(keras.Model):
         for blk, hw in self.block_resolutions():
             for name, spade in blk.spade_layers.items():
                 groups.setdefault(hw, []).append((blk.name, name, spade))
-        lookup = self.label_conv != LabelConv.DENSE.value and self.onehot_channels
-        indices = onehot_indices(seg[..., :self.onehot_channels]) if lookup else None
+        maps = self.resized_label_maps(seg)
         out = {blk.name: {} for blk in self.blocks}
         for hw, members in groups.items():
-            seg_r = legacy_nearest_resize(seg, hw)
-            idx_r = None if indices is None else legacy_nearest_resize(indices[..., None], hw)[..., 0]
+            seg_r, idx_r = maps[hw]
             kernels, biases = zip(*(spade.shared_kernel() for _, _, spade in members))
             first = members[0][2]
             y = label_map_conv(first.mlp_shared, ops.concatenate(kernels, -1),
@@ -292,13 +308,22 @@ class SPADEGenerator(keras.Model):
         else:
             x = self.fc(legacy_nearest_resize(seg, (sh, sw)))
             acts["fc"] = x
-        hidden = {}
+        hidden, maps = {}, {}
         if self.share_label_features and self.kind == GeneratorKind.SPADE.value:
-            hidden = self.shared_label_features(seg)
+            if self.sequential_inference and not training:
+                # Only the resized maps are shared: each SPADE layer computes its own features
+                # when its turn comes (see SPADE._sequential_inference).
+                maps = self.resized_label_maps(seg)
+            else:
+                hidden = self.shared_label_features(seg)
+        resolution = {blk.name: hw for blk, hw in self.block_resolutions()}
 
         def block(blk, t):
             if blk.name in hidden:
                 return blk(t, seg, training=training, hidden=hidden[blk.name])
+            if maps:
+                seg_r, idx_r = maps[resolution[blk.name]]
+                return blk(t, seg_r, training=training, indices=idx_r)
             return blk(t, seg, training=training)
 
         x = block(self.head_0, x)
@@ -331,7 +356,8 @@ class SPADEGenerator(keras.Model):
                       fuse_gamma_beta=self.fuse_gamma_beta,
                       share_label_features=self.share_label_features,
                       filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients)
+                      closed_form_gradients=self.closed_form_gradients,
+                      sequential_inference=self.sequential_inference)
         return config
 
 
@@ -350,7 +376,8 @@ def generator_from_config(model: ModelConfig, seed=None, perf: PerfConfig | None
         label_conv=perf.label_conv.value, fuse_gamma_beta=perf.fuse_gamma_beta,
         share_label_features=perf.share_label_features,
         filter_gradient=perf.filter_gradient.value,
-        closed_form_gradients=perf.closed_form_gradients, name="generator")
+        closed_form_gradients=perf.closed_form_gradients,
+        sequential_inference=perf.sequential_inference, name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))
     return g

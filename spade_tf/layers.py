@@ -119,8 +119,8 @@ def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
     dK[a, b, i, o] = sum_{n, h, w} xp[n, s*h + a, s*w + b, i] * dy[n, h, w, o] (xp: x
     zero-padded by ``padding``) is a VALID convolution of xp viewed as [i, H, W, n] with dy
     viewed as a [h, w, n, o] kernel dilated by the stride. The same products and sums as
-    ``Conv2DBackpropFilter`` in another order; on this CPU oneDNN runs it 1.3-1.9x faster
-    than its kernel-gradient primitive.
+    ``Conv2DBackpropFilter`` in another order; on our CPU (TensorFlow's own conv kernels:
+    oneDNN is off there by default) it ran 1.3-1.9x faster than the kernel-gradient op.
     """
     xt = tf.transpose(x, (3, 1, 2, 0))
     if dy.shape[0] == 1:  # batch 1: the kernel view is a free reshape
@@ -139,7 +139,7 @@ def _input_gradient_as_conv(x_shape, kernel_shape, strides, pad) -> bool:
     """Whether ``_flipped_input_gradient`` beats ``Conv2DBackpropInput`` for this layer.
 
     Measured on the ade20k generator's shapes (docs/benchmarks/conv_gradients.md, from
-    scripts/bench_conv_gradients.py): oneDNN's backward-data primitive ran 1.4-3.1x slower than
+    scripts/bench_conv_gradients.py): TensorFlow's backward-data kernel ran 1.4-3.1x slower than
     the equivalent forward conv from 64x64 up (11x for conv_img's 64 -> 3), but the forward form lost where the kernel is much bigger than the
     activations (8x8 at 1024 channels: flipping the kernel costs more than it saves) and where it
     would have 8x more input than output channels (SPADE's 128 -> 1024 at 64x64).
@@ -792,6 +792,9 @@ class SPADE(keras.layers.Layer):
         filter_gradient: ``native`` | ``swapped`` | ``auto`` for the three convs.
         closed_form_gradients: in training mode, hand-written gradients for the norm and the
             modulation (``normalize_closed_form``, ``modulate``; ``perf.closed_form_gradients``).
+        sequential_inference: in inference mode, run the label branch only once ``x`` is
+            ready, in a fixed order with the norm (``perf.sequential_inference``; see
+            ``_sequential_inference``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -804,13 +807,16 @@ class SPADE(keras.layers.Layer):
         activation_slope: apply a leaky ReLU with this slope to the output (the residual
             block's activation, fused here so that one hand-written gradient covers both);
             None: no activation.
+        indices: ``onehot_indices`` of ``segmap``'s one-hot channels, when ``segmap`` is at
+            x's resolution already and the caller has them (the lookups then skip the argmax).
     """
 
     def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
                  init_type="xavier", init_gain=0.02, onehot_channels=None, label_conv="dense",
                  fuse_gamma_beta=False, filter_gradient="auto", closed_form_gradients=False,
-                 **kwargs):
+                 sequential_inference=False, **kwargs):
         super().__init__(**kwargs)
+        self.sequential_inference = bool(sequential_inference)
         self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
         self.kernel_size = int(kernel_size)
         self.hidden_filters = int(hidden_filters)
@@ -868,16 +874,44 @@ class SPADE(keras.layers.Layer):
         gamma, beta = tf.split(both, 2, axis=-1)  # its gradient is a concat, not two padded copies
         return gamma, beta
 
-    def call(self, x, segmap, training=False, hidden=None, activation_slope=None):
+    def _resized(self, segmap, x):
+        hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
+        return legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
+
+    def call(self, x, segmap, training=False, hidden=None, activation_slope=None, indices=None):
+        if self.sequential_inference and not training:
+            return self._sequential_inference(x, segmap, hidden, activation_slope, indices)
         normalized = self.param_free_norm(x, training=training)
         if hidden is None:
-            hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
-            seg = legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
-            hidden = self.hidden_features(seg)
+            hidden = self.hidden_features(self._resized(segmap, x), indices)
         gamma, beta = self.modulation(hidden)
         if training and self.closed_form_gradients:
             return modulate(normalized, gamma, beta, activation_slope)
         out = normalized * (1.0 + gamma) + beta
+        if activation_slope is not None:
+            out = ops.leaky_relu(out, negative_slope=activation_slope)
+        return out
+
+    def _sequential_inference(self, x, segmap, hidden, activation_slope, indices):
+        """``call`` in inference mode, in a fixed order that holds at most x, the hidden
+        features and one of gamma and beta besides the shortcut.
+
+        The label branch depends only on the label map. Left to itself, the dataflow executor
+        runs the label branches of all SPADE layers as soon as the map is there and holds their
+        outputs together (the inference memory peak: every gamma and beta of the generator).
+        Here it waits for x; then gamma, x normalized and scaled by 1 + gamma (gamma can then
+        go), beta, the sum. The same ops as ``call``'s unfused form, so the same numbers; the
+        fused gamma/beta conv is not used, as its split would copy both maps.
+        """
+        with tf.control_dependencies([x]):
+            if hidden is None:
+                hidden = self.hidden_features(self._resized(segmap, x), indices)
+            gamma = self.mlp_gamma(hidden)
+        with tf.control_dependencies([gamma]):
+            scaled = self.param_free_norm(x, training=False) * (1.0 + gamma)
+        with tf.control_dependencies([scaled]):
+            beta = self.mlp_beta(hidden)
+        out = scaled + beta
         if activation_slope is not None:
             out = ops.leaky_relu(out, negative_slope=activation_slope)
         return out
@@ -892,7 +926,8 @@ class SPADE(keras.layers.Layer):
                       init_gain=self.init_gain, onehot_channels=self.onehot_channels,
                       label_conv=self.label_conv, fuse_gamma_beta=self.fuse_gamma_beta,
                       filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients)
+                      closed_form_gradients=self.closed_form_gradients,
+                      sequential_inference=self.sequential_inference)
         return config
 
 
@@ -959,14 +994,17 @@ class SPADEResBlock(keras.layers.Layer):
         fuse_gamma_beta: fuse each SPADE's gamma and beta convs (see ``SPADE``).
         filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv of the block.
         closed_form_gradients: hand-written norm and modulation gradients (see ``SPADE``).
+        sequential_inference: in inference mode, one SPADE layer's label branch at a time (see
+            ``SPADE``): the shortcut, then the main branch.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
         x: NHWC features.
-        segmap: NHWC full-resolution semantic map.
+        segmap: NHWC semantic map, at full or at x's resolution.
         training: Python bool.
         hidden: optional dict ``{"norm_0": ..., "norm_1": ..., "norm_s": ...}`` of the SPADE
             layers' precomputed shared features (``SPADE.call``'s ``hidden``).
+        indices: optional ``onehot_indices`` of a ``segmap`` at x's resolution (``SPADE.call``).
     """
 
     MODULATIONS = ("spade", "affine")
@@ -974,8 +1012,10 @@ class SPADEResBlock(keras.layers.Layer):
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
                  spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
                  onehot_channels=None, label_conv="dense", fuse_gamma_beta=False,
-                 filter_gradient="auto", closed_form_gradients=False, **kwargs):
+                 filter_gradient="auto", closed_form_gradients=False, sequential_inference=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.sequential_inference = bool(sequential_inference)
         if modulation not in self.MODULATIONS:
             raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
                              + ", ".join(repr(m) for m in self.MODULATIONS))
@@ -1005,7 +1045,8 @@ class SPADEResBlock(keras.layers.Layer):
                              hidden_filters=self.spade_hidden_filters,
                              onehot_channels=self.onehot_channels, label_conv=self.label_conv,
                              fuse_gamma_beta=self.fuse_gamma_beta,
-                             closed_form_gradients=self.closed_form_gradients, name=name, **init)
+                             closed_form_gradients=self.closed_form_gradients,
+                             sequential_inference=self.sequential_inference, name=name, **init)
         else:
             def make_norm(name):
                 return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name)
@@ -1034,7 +1075,7 @@ class SPADEResBlock(keras.layers.Layer):
         names = ["norm_0", "norm_1"] + (["norm_s"] if self.learned_shortcut else [])
         return {n: getattr(self, n) for n in names}
 
-    def call(self, x, segmap, training=False, hidden=None):
+    def call(self, x, segmap, training=False, hidden=None, indices=None):
         hidden = hidden or {}
 
         def norm(name, t, activated=False):
@@ -1046,13 +1087,19 @@ class SPADEResBlock(keras.layers.Layer):
             kw = dict(training=training, activation_slope=LRELU_SLOPE if activated else None)
             if name in hidden:
                 kw["hidden"] = hidden[name]
+            elif indices is not None:
+                kw["indices"] = indices
             return layer(t, segmap, **kw)
 
         if self.learned_shortcut:
             x_s = self.conv_s(norm("norm_s", x), training=training)
         else:
             x_s = x
-        dx = self.conv_0(norm("norm_0", x, activated=True), training=training)
+        # Sequential inference: the main branch (norm_0's label branch first) after the shortcut.
+        after_shortcut = (self.sequential_inference and not training and self.learned_shortcut
+                          and self.modulation == "spade")
+        with tf.control_dependencies([x_s] if after_shortcut else []):
+            dx = self.conv_0(norm("norm_0", x, activated=True), training=training)
         dx = self.conv_1(norm("norm_1", dx, activated=True), training=training)
         return x_s + dx
 
@@ -1067,7 +1114,8 @@ class SPADEResBlock(keras.layers.Layer):
                       init_gain=self.init_gain, modulation=self.modulation,
                       onehot_channels=self.onehot_channels, label_conv=self.label_conv,
                       fuse_gamma_beta=self.fuse_gamma_beta, filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients)
+                      closed_form_gradients=self.closed_form_gradients,
+                      sequential_inference=self.sequential_inference)
         return config
 
 

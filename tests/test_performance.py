@@ -23,10 +23,10 @@ from spade_tf.semantics import to_semantics
 
 PLAIN = PerfConfig(label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
                    filter_gradient="native", closed_form_gradients=False,
-                   split_discriminator_input=False)
+                   split_discriminator_input=False, sequential_inference=False)
 ALL_ON = PerfConfig(label_conv="segment_sum", fuse_gamma_beta=True, share_label_features=True,
                     filter_gradient="swapped", closed_form_gradients=True,
-                    split_discriminator_input=True)
+                    split_discriminator_input=True, sequential_inference=True)
 
 
 def _rel(a, b):
@@ -233,6 +233,7 @@ VARIANTS = {
     "share+gather": dataclasses.replace(PLAIN, share_label_features=True, label_conv="gather"),
     "swapped filter gradient": dataclasses.replace(PLAIN, filter_gradient="swapped"),
     "closed-form gradients": dataclasses.replace(PLAIN, closed_form_gradients=True),
+    "sequential inference": dataclasses.replace(PLAIN, sequential_inference=True),
     "all on": ALL_ON,
 }
 
@@ -250,6 +251,51 @@ def test_all_generator_optimisations_within_1e5_in_float32():
     front of a batch norm, is float32 rounding of the others: 1.5e-4 of itself was seen)."""
     config = load_config("tiny", ["model.num_upsampling_layers=more", "model.crop_size=128"])
     _compare_generators(config, {"all on": ALL_ON}, 1e-5, tf.float32, grad_floor=1.0)
+
+
+def _ancestors(op):
+    """Every op that ``op`` waits for, through data and control inputs."""
+    seen, stack = set(), [op]
+    while stack:
+        o = stack.pop()
+        for parent in [t.op for t in o.inputs] + list(o.control_inputs):
+            if parent.name not in seen:
+                seen.add(parent.name)
+                stack.append(parent)
+    return seen
+
+
+def _op(graph, *parts):
+    """The one op whose name has the layer-name ``parts`` in order (Keras adds _N suffixes)."""
+    import re
+
+    pattern = re.compile("/".join(rf"{re.escape(p)}(_\d+)?" for p in parts[:-1]) + "/" + parts[-1] + "$")
+    found = [o for o in graph.get_operations() if pattern.search(o.name)]
+    assert len(found) == 1, (parts, [o.name for o in found])
+    return found[0]
+
+
+@pytest.mark.parametrize("perf", [ALL_ON, PLAIN], ids=["sequential", "parallel"])
+def test_sequential_inference_orders_each_label_branch_after_its_input(perf):
+    """In inference mode each SPADE layer's gamma conv waits for the layer's input (norm_1:
+    conv_0's output; norm_0 of a learned-shortcut block: conv_s's output), so that one layer's
+    maps are live at a time. Without the option nothing orders them (the memory peak that
+    scripts/memory_peak.py --inference shows)."""
+    config = load_config("tiny")
+    g = build_networks(config, perf=perf, discriminator=False, encoder=False).generator
+    h, w = config.model.output_hw
+    spec = tf.TensorSpec((1, h, w, config.model.semantic_channels))
+    graph = tf.function(lambda s: g(s, training=False)).get_concrete_function(spec).graph
+    sequential = perf.sequential_inference
+    checked = 0
+    for blk in g.blocks:
+        pairs = [("norm_1", "conv_0")] + ([("norm_0", "conv_s")] if blk.learned_shortcut else [])
+        for norm, before in pairs:
+            gamma = _op(graph, blk.name, norm, "mlp_gamma", "Conv2D")
+            conv = _op(graph, blk.name, before, "Conv2D")
+            assert (conv.name in _ancestors(gamma)) == sequential, (blk.name, norm, before)
+            checked += 1
+    assert checked >= len(g.blocks) + 1
 
 
 @pytest.mark.parametrize("option", [{"filter_gradient": "swapped"},
