@@ -8,6 +8,7 @@ Speed itself is measured by scripts/benchmark.py, not here.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import keras
 import numpy as np
@@ -267,8 +268,6 @@ def _ancestors(op):
 
 def _op(graph, *parts):
     """The one op whose name has the layer-name ``parts`` in order (Keras adds _N suffixes)."""
-    import re
-
     pattern = re.compile("/".join(rf"{re.escape(p)}(_\d+)?" for p in parts[:-1]) + "/" + parts[-1] + "$")
     found = [o for o in graph.get_operations() if pattern.search(o.name)]
     assert len(found) == 1, (parts, [o.name for o in found])
