@@ -802,8 +802,8 @@ class SPADE(keras.layers.Layer):
         segmap: NHWC semantic map at any resolution (full resolution in the generator).
         training: batch statistics (and their update) when True, running statistics otherwise.
         hidden: the shared conv's output after ReLU at x's resolution, when the caller has
-            computed it (the generator does, for all SPADE layers of a resolution at once);
-            ``segmap`` is then unused.
+            computed it (the generator does, for all SPADE layers of a resolution at once,
+            except in sequential inference); ``segmap`` is then unused.
         activation_slope: apply a leaky ReLU with this slope to the output (the residual
             block's activation, fused here so that one hand-written gradient covers both);
             None: no activation.
