@@ -140,9 +140,10 @@ def _input_gradient_as_conv(x_shape, kernel_shape, strides, pad) -> bool:
 
     Measured on the ade20k generator's shapes (docs/benchmarks/conv_gradients.md, from
     scripts/bench_conv_gradients.py): TensorFlow's backward-data kernel ran 1.4-3.1x slower than
-    the equivalent forward conv from 64x64 up (11x for conv_img's 64 -> 3), but the forward form lost where the kernel is much bigger than the
-    activations (8x8 at 1024 channels: flipping the kernel costs more than it saves) and where it
-    would have 8x more input than output channels (SPADE's 128 -> 1024 at 64x64).
+    the equivalent forward conv from 64x64 up (11x for conv_img's 64 -> 3), but the forward
+    form lost where the kernel is much bigger than the activations (8x8 at 1024 channels:
+    flipping the kernel costs more than it saves) and where it would have 8x more input than
+    output channels (SPADE's 128 -> 1024 at 64x64).
     """
     if strides != 1 or pad != "SAME" or None in tuple(x_shape[1:3]):
         return False
@@ -541,10 +542,6 @@ class TorchBatchNorm(keras.layers.Layer):
             return ctx
         return None
 
-    def _normalize_closed_form(self, x, mean, var, count):
-        return normalize_closed_form(x, mean, var, count, self.epsilon, [0, 1, 2],
-                                     self._sync_context())
-
     def _batch_moments(self, x):
         axes = [0, 1, 2]
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
@@ -572,8 +569,8 @@ class TorchBatchNorm(keras.layers.Layer):
             mean = tf.cast(self.moving_mean, x.dtype)
             var = tf.cast(self.moving_variance, x.dtype)
         if training and self.closed_form_gradient:
-            y = self._normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var),
-                                                     count)
+            y = normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var), count,
+                                      self.epsilon, [0, 1, 2], self._sync_context())
         else:
             y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
         if self.affine:
@@ -880,21 +877,22 @@ class SPADE(keras.layers.Layer):
 
     def call(self, x, segmap, training=False, hidden=None, activation_slope=None, indices=None):
         if self.sequential_inference and not training:
-            return self._sequential_inference(x, segmap, hidden, activation_slope, indices)
-        normalized = self.param_free_norm(x, training=training)
-        if hidden is None:
-            hidden = self.hidden_features(self._resized(segmap, x), indices)
-        gamma, beta = self.modulation(hidden)
-        if training and self.closed_form_gradients:
-            return modulate(normalized, gamma, beta, activation_slope)
-        out = normalized * (1.0 + gamma) + beta
+            out = self._sequential_inference(x, segmap, hidden, indices)
+        else:
+            normalized = self.param_free_norm(x, training=training)
+            if hidden is None:
+                hidden = self.hidden_features(self._resized(segmap, x), indices)
+            gamma, beta = self.modulation(hidden)
+            if training and self.closed_form_gradients:
+                return modulate(normalized, gamma, beta, activation_slope)
+            out = normalized * (1.0 + gamma) + beta
         if activation_slope is not None:
             out = ops.leaky_relu(out, negative_slope=activation_slope)
         return out
 
-    def _sequential_inference(self, x, segmap, hidden, activation_slope, indices):
-        """``call`` in inference mode, in a fixed order that holds at most x, the hidden
-        features and one of gamma and beta besides the shortcut.
+    def _sequential_inference(self, x, segmap, hidden, indices):
+        """``call``'s modulation (before the activation) in inference mode, in a fixed order
+        that holds at most x, the hidden features and one of gamma and beta besides the shortcut.
 
         The label branch depends only on the label map. Left to itself, the dataflow executor
         runs the label branches of all SPADE layers as soon as the map is there and holds their
@@ -911,10 +909,7 @@ class SPADE(keras.layers.Layer):
             scaled = self.param_free_norm(x, training=False) * (1.0 + gamma)
         with tf.control_dependencies([scaled]):
             beta = self.mlp_beta(hidden)
-        out = scaled + beta
-        if activation_slope is not None:
-            out = ops.leaky_relu(out, negative_slope=activation_slope)
-        return out
+        return scaled + beta
 
     def compute_output_shape(self, x_shape, segmap_shape):
         return x_shape
