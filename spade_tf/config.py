@@ -331,7 +331,8 @@ class PerfConfig:
     filter_gradient: FilterGradient = FilterGradient.AUTO
     # hand-written training gradients for the norms and SPADE's modulation + leaky ReLU
     closed_form_gradients: bool = True
-    # D's first conv as two (label channels, image channels): no gradient for the label map
+    # D's first conv as two (label channels, image channels): no gradient for the label map,
+    # and the label part computed once for D's fake and real halves (the same map)
     split_discriminator_input: bool = True
     # inference: each SPADE layer's label branch runs when its input is ready, one layer at a
     # time and unfused, as in the reference's eager order (the peak memory)

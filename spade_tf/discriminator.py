@@ -35,6 +35,27 @@ def split_labels(x, label_channels):
     return x[..., :label_channels], x[..., label_channels:]
 
 
+def add_shared_labels(from_images, from_labels):
+    """``from_images + from_labels``, where the label batch may be shared by stacked copies.
+
+    ``GauGAN.discriminate`` stacks the fake and the real image on the batch axis; their label
+    maps are the same, so D's label part is computed for one copy (n examples) and added to
+    each of the k·n image examples: image example ``j·n + i`` gets label example ``i``. Adding a
+    broadcast [1, n, ...] to [k, n, ...] gives the same sums as adding the label part computed
+    k times; its gradient (the label kernel's, in the D step) is the sum over the copies.
+    """
+    n_img, n_lab = from_images.shape[0], from_labels.shape[0]
+    if n_img is not None and n_lab is not None:
+        if n_img == n_lab:
+            return from_images + from_labels
+        if n_img % n_lab:
+            raise ValueError(f"D's input: the image batch ({n_img}) must be a multiple of the "
+                             f"label batch ({n_lab}), whose maps it shares")
+    shape = tf.shape(from_images)
+    stacked = tf.reshape(from_images, tf.concat([[-1], tf.shape(from_labels)], 0))
+    return tf.reshape(stacked + from_labels[None], shape)
+
+
 @keras.saving.register_keras_serializable(package="spade_tf")
 class NLayerDiscriminator(keras.layers.Layer):
     """The PatchGAN discriminator of one scale (spec §5).
@@ -56,8 +77,9 @@ class NLayerDiscriminator(keras.layers.Layer):
         label_channels: how many leading input channels are the semantic map, which never
             needs a gradient: model0 then runs as two convs (label channels, image channels,
             their kernel slices) so that backpropagation to the input computes only the image
-            channels' gradient, 3 of the ~155 channels, instead of all (the same sums). None:
-            one conv, a gradient for every input channel.
+            channels' gradient, 3 of the ~155 channels, instead of all (the same sums). The
+            label part may also be computed once for stacked copies of the images (see
+            ``add_shared_labels``). None: one conv, a gradient for every input channel.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -124,8 +146,8 @@ class NLayerDiscriminator(keras.layers.Layer):
         conv, n = self.model0, self.label_channels
         labels, image = split_labels(x, n)
         kernel = ops.cast(conv.kernel, conv.compute_dtype)
-        y = (conv.convolve(tf.stop_gradient(labels), kernel[:, :, :n])
-             + conv.convolve(image, kernel[:, :, n:]))
+        y = add_shared_labels(conv.convolve(image, kernel[:, :, n:]),
+                              conv.convolve(tf.stop_gradient(labels), kernel[:, :, :n]))
         return y + ops.cast(conv.bias, conv.compute_dtype)
 
     def call(self, x, training=False):
@@ -176,7 +198,9 @@ class MultiscaleDiscriminator(keras.Model):
     Call arguments:
         x: NHWC ``concat([semantics, image], -1)``; fake and real may be stacked on the batch
             axis. With ``label_channels``, also the pair ``(semantics, image)``, which saves the
-            concat and the slicing (``GauGAN.discriminate`` passes that).
+            concat and the slicing (``GauGAN.discriminate`` passes that). In the pair the image
+            batch may be k copies of the semantics' batch stacked (fake and real: k = 2): the
+            label part of the first conv, and the labels' pooling, then run once for all copies.
         training: Python bool.
 
     Returns:

@@ -133,13 +133,15 @@ class GauGAN(keras.Model):
     def discriminate(self, semantics, fake, real, training):
         """D on [fake; real] stacked on the batch axis, split into (fake, real) outputs."""
         sem = tf.cast(semantics, fake.dtype)
-        labels = tf.concat([sem, sem], 0)  # the same label map for the fake and the real half
         images = tf.concat([fake, tf.cast(real, fake.dtype)], 0)
         if self.discriminator.label_channels:
-            # (labels, images) apart: no concat to slice again (perf.split_discriminator_input)
-            outs = self.discriminator((labels, images), training=training)
+            # (labels, images) apart (perf.split_discriminator_input): no concat to slice again,
+            # and the label map once for both halves, whose maps are the same, so that D's label
+            # part (first conv, pooling) runs once, not twice
+            outs = self.discriminator((sem, images), training=training)
         else:
-            outs = self.discriminator(tf.concat([labels, images], -1), training=training)
+            outs = self.discriminator(tf.concat([tf.concat([sem, sem], 0), images], -1),
+                                      training=training)
         n = tf.shape(fake)[0]
         return ([[f[:n] for f in scale] for scale in outs], [[f[n:] for f in scale] for scale in outs])
 

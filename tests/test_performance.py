@@ -302,11 +302,14 @@ def test_sequential_inference_orders_each_label_branch_after_its_input(perf):
                                     {"split_discriminator_input": True}, ALL_ON])
 def test_discriminator_and_encoder_optimisations_are_exact(float64, option):
     """D and E: outputs, weight gradients and the gradient w.r.t. D's image channels (the
-    label channels get none with split_discriminator_input)."""
+    label channels get none with split_discriminator_input). D's input is two stacked copies
+    (fake, real) of a batch of 2 label maps; the split D gets the label maps once
+    (``GauGAN.discriminate``'s form), the plain D the concatenated tensor."""
     config = load_config("tiny", ["model.use_vae=true"])
     rng = np.random.default_rng(1)
     h, w = config.model.output_hw
-    x = tf.constant(rng.standard_normal((2, h, w, config.model.semantic_channels + 3)))
+    sem = tf.constant(rng.standard_normal((2, h, w, config.model.semantic_channels)))
+    images = tf.constant(rng.standard_normal((4, h, w, 3)))
     img = tf.constant(rng.standard_normal((2, 256, 256, 3)))
     nets = [build_networks(config, perf=perf, generator=False, seed=0)
             for perf in (PLAIN, option if isinstance(option, PerfConfig)
@@ -315,23 +318,38 @@ def test_discriminator_and_encoder_optimisations_are_exact(float64, option):
     _same_weights(nets[1].encoder, nets[0].encoder)
     grads, outputs = [], []
     for n in nets:
+        d = n.discriminator
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            outs = n.discriminator(x, training=True)
+            tape.watch(images)
+            stacked = tf.concat([tf.concat([sem, sem], 0), images], -1)
+            outs = d((sem, images) if d.label_channels else stacked, training=True)
             mu, logvar = n.encoder(img, training=True)
             loss = sum(tf.reduce_sum(o * o) for scale in outs for o in scale)
             loss += tf.reduce_sum(mu * logvar)
-        variables = n.discriminator.trainable_variables + n.encoder.trainable_variables
-        g = tape.gradient(loss, variables + [x])
-        image_grad = g[-1][..., config.model.semantic_channels:]
-        grads.append([t.numpy() for t in g[:-1]] + [image_grad.numpy()])
+        variables = d.trainable_variables + n.encoder.trainable_variables
+        g = tape.gradient(loss, variables + [images])
+        grads.append([t.numpy() for t in g])
         outputs.append([o.numpy() for scale in outs for o in scale] + [mu.numpy(), logvar.numpy()])
+        if d.label_channels:  # the concatenated input gives the same outputs
+            pair, concat = (d(x, training=False) for x in ((sem, images), stacked))
+            for a, b in zip(*([o.numpy() for scale in y for o in scale] for y in (pair, concat))):
+                assert a.shape == b.shape and _rel(a, b) < 1e-12
     for a, b in zip(*outputs):
-        assert _rel(a, b) < 1e-12
+        assert a.shape == b.shape and _rel(a, b) < 1e-12
     assert np.abs(grads[0][-1]).max() > 1e-3
     scale = max(np.abs(g).max() for g in grads[0])
     for a, b in zip(grads[1], grads[0]):
         assert np.abs(a - b).max() / max(np.abs(b).max(), 1e-3 * scale) < 1e-9
+
+
+def test_shared_labels_need_an_image_batch_that_is_a_multiple():
+    from spade_tf.discriminator import add_shared_labels
+
+    with pytest.raises(ValueError, match=r"image batch \(3\).*label batch \(2\)"):
+        add_shared_labels(tf.zeros((3, 4, 4, 1)), tf.zeros((2, 4, 4, 1)))
+    y = add_shared_labels(tf.reshape(tf.range(4.0), (4, 1, 1, 1)),
+                          tf.constant([[[[10.0]]], [[[20.0]]]]))
+    assert y.numpy().ravel().tolist() == [10.0, 21.0, 12.0, 23.0]  # example j·n + i gets i
 
 
 def test_perf_section_is_validated_and_defaults_to_every_optimisation():
