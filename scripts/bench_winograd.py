@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
-import time
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_conv_gradients import _median_ms  # noqa: E402 (the same timing as that table)
 
 # (H = W, in channels, out channels): residual-block and SPADE gamma/beta convs of ade20k
 SHAPES = [(256, 128, 128), (256, 128, 256), (128, 256, 128), (64, 512, 256), (16, 1024, 1024)]
@@ -62,16 +64,6 @@ def winograd_conv3x3(x, w):
     out = [[r[0] + r[1] + r[2], r[1] - r[2] - r[3]] for r in rows]
     y = tf.stack([tf.stack(o, 3) for o in out], 2)                 # [N, H/2, 2, W/2, 2, C_out]
     return tf.reshape(y, [n, h, wd, co])
-
-
-def _median_ms(fn, args, repeats):
-    fn(*args).numpy()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(*args).numpy()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
