@@ -55,9 +55,15 @@ VARIANTS = {
     "autodiff norm gradients": ["perf.closed_form_gradients=false"],
     "D input gradient for all channels": ["perf.split_discriminator_input=false"],
     "parallel inference": ["perf.sequential_inference=false"],
+    # the default config in a process that returns freed memory at once (spade-tf --low-memory,
+    # spade_tf.memory.release_freed_memory): lower peak RSS, more page faults
+    "low-memory allocator": [],
 }
-FORWARD_ABLATION = ["parallel inference"]  # the only option that acts in inference mode alone
-TRAIN_ABLATION = [v for v in VARIANTS if v not in ("optimised", "plain", *FORWARD_ABLATION)]
+LOW_MEMORY = "low-memory allocator"
+# inference-mode variants of the batch-1 forward: the only option that acts in inference mode
+# alone, and the allocator setting
+FORWARD_ABLATION = ["parallel inference", LOW_MEMORY]
+TRAIN_ABLATION = [v for v in VARIANTS if v not in ("optimised", "plain", "parallel inference")]
 # Official NVlabs/SPADE on this machine kind (torch 2.13, 2 threads, batch 1, medians; issue 7).
 OFFICIAL = {
     ("forward", "ade20k"): 4.49, ("forward", "128px"): 0.61,
@@ -92,6 +98,15 @@ def _hwm_gb():
     except OSError:
         pass
     return None
+
+
+def _allocator(variant):
+    """The low-memory variant's allocator setting, before anything is built."""
+    if variant == LOW_MEMORY:
+        from spade_tf.memory import release_freed_memory
+
+        if not release_freed_memory():
+            raise RuntimeError("the low-memory allocator setting needs glibc")
 
 
 def _median_s(fn, repeats):
@@ -153,6 +168,7 @@ def worker_forward(name, variant, batch, repeats):
     from spade_tf.networks import build_networks
     from spade_tf.semantics import to_semantics
 
+    _allocator(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + VARIANTS[variant])
     nets = build_networks(config, discriminator=False, encoder=False)
@@ -184,6 +200,7 @@ def worker_train(name, variant, repeats):
     from spade_tf.config import load_config
     from spade_tf.gan import GauGAN
 
+    _allocator(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + ["train.batch_size=1"] + VARIANTS[variant])
     batch = {k: tf.constant(v) for k, v in _inputs(config, 1).items()}
