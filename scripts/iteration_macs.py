@@ -1,11 +1,12 @@
 """Multiply-adds of one training iteration (G step + D step, batch 1, no VGG), from its graph.
 
 Traces ``GauGAN.train_step`` with fixed shapes and counts the dense work of every conv and
-matmul that the step runs: forward convs (``Conv2D``, which also covers the forward-conv forms
-of the gradients), ``Conv2DBackpropInput`` and ``Conv2DBackpropFilter``. Gradient ops whose
-result nothing uses (e.g. D's kernel gradients in the G step, which TensorFlow's gradient
-functions build and the runtime prunes) are left out: only ops that the step's outputs or its
-stateful ops (the optimizer updates, the BN and spectral-norm state) depend on are counted.
+matmul that the step runs (``spade_tf.flops.graph_multiply_adds`` with ``used_only``): forward
+convs (``Conv2D``, which also covers the forward-conv forms of the gradients),
+``Conv2DBackpropInput`` and ``Conv2DBackpropFilter``. Gradient ops whose result nothing uses
+(e.g. D's kernel gradients in the G step, which TensorFlow's gradient functions build and the
+runtime prunes) are left out: only ops that the step's outputs or its stateful ops (the
+optimizer updates, the BN and spectral-norm state) depend on are counted.
 
 With a measured time this gives the iteration's effective rate, to set against the machine's
 matmul rate: the bound on what faster kernels alone can give.
@@ -16,51 +17,12 @@ matmul rate: the bound on what faster kernels alone can give.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def _needed_ops(graph):
-    """The ops that the graph's outputs or stateful ops depend on (data and control inputs)."""
-    seeds = [t.op for t in graph.outputs] + [op for op in graph.get_operations()
-                                             if op._is_stateful]  # noqa: SLF001 (no public API)
-    seen, stack = set(), list(seeds)
-    while stack:
-        op = stack.pop()
-        if op.name in seen:
-            continue
-        seen.add(op.name)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return seen
-
-
-def step_multiply_adds(graph) -> dict[str, int]:
-    needed = _needed_ops(graph)
-    counts: dict[str, int] = {}
-    for op in graph.get_operations():
-        if op.name not in needed:
-            continue
-        t = op.type
-        if t == "Conv2D":
-            n = math.prod(op.outputs[0].shape) * math.prod(op.inputs[1].shape[:3])
-        elif t == "Conv2DBackpropInput":  # (dy elements) x (kh x kw x C_in)
-            n = math.prod(op.inputs[2].shape) * math.prod(op.inputs[1].shape[:3])
-        elif t == "Conv2DBackpropFilter":
-            n = math.prod(op.inputs[2].shape) * math.prod(op.outputs[0].shape[:3])
-        elif t in ("MatMul", "BatchMatMulV2"):
-            a = op.inputs[0].shape
-            flag = op.get_attr("transpose_a" if t == "MatMul" else "adj_x")
-            n = math.prod(op.outputs[0].shape) * (a[-2] if flag else a[-1])
-        else:
-            continue
-        counts[t] = counts.get(t, 0) + int(n)
-    return counts
 
 
 def main() -> None:
@@ -75,6 +37,7 @@ def main() -> None:
 
     from benchmark import PLAIN
     from spade_tf.config import load_config
+    from spade_tf.flops import graph_multiply_adds
     from spade_tf.gan import GauGAN
 
     config = load_config(args.config, (PLAIN if args.plain else []) + ["train.batch_size=1"])
@@ -87,8 +50,8 @@ def main() -> None:
         batch["instance"] = tf.constant(rng.integers(0, 5, (1, h, w)), tf.int32)
     gan = GauGAN(config, vgg_loss=None)
     gan.compile()
-    graph = tf.function(gan.train_step).get_concrete_function(batch).graph
-    counts = step_multiply_adds(graph)
+    step = tf.function(gan.train_step).get_concrete_function(batch)
+    counts = graph_multiply_adds(step, used_only=True)
     total = sum(counts.values())
     form = "plain" if args.plain else "optimised"
     print(f"{args.config} ({form}) training iteration: {total / 1e9:.1f} G multiply-adds "

@@ -401,6 +401,27 @@ def test_multiply_adds_are_counted_from_the_graph():
     assert counts["MatMul"] == 4 * 5 * 6 * 4
 
 
+def test_gradient_ops_are_counted_and_unused_ones_left_out():
+    from spade_tf.flops import graph_multiply_adds
+
+    kernel = tf.constant(np.ones((3, 3, 5, 4), np.float32))
+
+    @tf.function
+    def input_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = tf.nn.conv2d(x, kernel, 1, "SAME")
+            loss = tf.reduce_sum(y * y)
+        dx, _ = tape.gradient(loss, [x, kernel])  # the kernel gradient is built, never used
+        return dx
+
+    fn = input_gradient.get_concrete_function(tf.TensorSpec((1, 6, 7, 5)))
+    work = 6 * 7 * 4 * (3 * 3 * 5)  # output elements x (kh x kw x C_in)
+    every = graph_multiply_adds(fn)
+    assert every == {"Conv2D": work, "Conv2DBackpropInput": work, "Conv2DBackpropFilter": work}
+    assert graph_multiply_adds(fn, used_only=True) == {"Conv2D": work, "Conv2DBackpropInput": work}
+
+
 def test_xla_training_uses_gather_lookups():
     from spade_tf.config import effective_perf
 
