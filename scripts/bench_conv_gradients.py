@@ -18,9 +18,9 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from spade_tf.fileio import atomic_write_text  # noqa: E402
 
 # (H = W, in channels, out channels, kernel): the ade20k generator's residual-block convs,
 # SPADE's fused gamma/beta convs (128 -> 2C) and conv_img.
@@ -82,12 +82,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:
-        path = Path(args.markdown)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(f"Batch 1, medians of {args.repeats} calls after a warm-up "
-                       f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).\n\n" + text)
-        os.replace(tmp, path)
+        atomic_write_text(args.markdown, f"Batch 1, medians of {args.repeats} calls after a "
+                          f"warm-up ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).\n\n"
+                          + text)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_conv_gradients import _median_ms  # noqa: E402 (the same timing as that table)
+from spade_tf.fileio import atomic_write_text  # noqa: E402
 
 # (H = W, in channels, out channels): residual-block and SPADE gamma/beta convs of ade20k
 SHAPES = [(256, 128, 128), (256, 128, 256), (128, 256, 128), (64, 512, 256), (16, 1024, 1024)]
@@ -103,9 +104,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:
-        tmp = args.markdown.with_suffix(args.markdown.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.markdown)
+        atomic_write_text(args.markdown, text)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spade_tf.fileio import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPADE_TF_SHARED", ROOT.parent / "shared"))
 
@@ -454,10 +456,7 @@ def main() -> None:
     print(text)
     for path, content in ((args.json, json.dumps(results, indent=2) + "\n"), (args.markdown, text)):
         if path:
-            tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(content)
-            os.replace(tmp, path)
+            atomic_write_text(path, content)
 
 
 if __name__ == "__main__":

@@ -136,11 +136,9 @@ def main() -> None:
     text = markdown(args.config, args.set, results)
     print(text)
     if args.markdown:
-        path = Path(args.markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        from spade_tf.fileio import atomic_write_text
+
+        atomic_write_text(args.markdown, text)
 
 
 if __name__ == "__main__":

@@ -311,9 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     parser.add_argument("--low-memory", action="store_true",
                         help="return freed tensor memory to the system at once (glibc): a lower "
-                             "peak RSS (ade20k inference: 1.23 instead of 1.34-1.43 GB), but more "
-                             "page faults (that forward about 20%% slower); put it before the "
-                             "command")
+                             "peak RSS (ade20k inference: 1.23-1.24 instead of 1.34-1.43 GB), but "
+                             "more page faults (that forward 4-23%% slower in our runs); put it "
+                             "before the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("config", help="print a resolved config (preset or file plus overrides)",
