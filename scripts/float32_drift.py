@@ -1,23 +1,30 @@
 #!/usr/bin/env python3
-"""Float32 drift of the optimised generator's gradients, against the plain form and float64.
+"""Float32 drift of the generator's gradients: the optimised form against the plain form and
+float64, and what causes it.
 
 tests/test_performance.py compares the optimised generator (every perf option on) with the
 plain form in float32 on the tiny config at 128 px with "more" upsampling (a 2x2 latent, whose
-batch norms see 8 values per channel). Over 8 random weight draws (seeds 0-7, in this order, in
-one process: the draws depend on the process's history, not on the seed alone) two put fc's
-kernel gradient about 2e-3 off (2026-12-02). For each draw over 1e-5 this prints how far each
-float32 form is from the float64 plain form on the same weights:
+batch norms see 8 values per channel). Some random weight draws put fc's kernel gradient about
+1e-3 off between the two (the draws depend on the process's history, not on the seed alone).
+For each draw over 1e-5 this prints:
 
-- a draw where both forms are as far off: the draw is ill-conditioned;
-- a draw where only the optimised form is off: a float32 accuracy loss that is still open
-  (float64 shows the forms are the same function).
+- how far each float32 form is from the float64 plain form on the same weights;
+- the conditioning: the float64 gradients again with every weight moved by float32's rounding;
+- kink crossings: leaky-ReLU inputs (every SPADE layer followed by the residual block's
+  activation) whose sign in a float32 form differs from float64's. The leaky ReLU's derivative
+  jumps from 0.2 to 1 at 0, so a value within float32's rounding of 0 that lands on the other
+  side changes the gradient at that pixel by a finite amount, in any evaluation order: neither
+  form is wrong, and the form that crosses is the one that drifts;
+- with --per-option, each option alone (on the plain form) and each left out (of all on):
+  which option's rounding moves the crossing.
 
-    .venv/bin/python scripts/float32_drift.py [--seeds 8]
+    .venv/bin/python scripts/float32_drift.py [--seeds 8] [--per-option]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -29,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=8, help="weight draws (default 8)")
+    p.add_argument("--per-option", action="store_true",
+                   help="also run each option alone and each left out on the drifted draws")
     args = p.parse_args()
     import keras
     import numpy as np
@@ -36,6 +45,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from test_performance import ALL_ON, PLAIN, _run_generator
+    from spade_tf import layers
     from spade_tf.config import load_config
     from spade_tf.networks import build_networks
     from spade_tf.semantics import to_semantics
@@ -57,6 +67,41 @@ def main() -> None:
         return max((float(np.abs(a - b).max() / max(np.abs(b).max(), scale)), p)
                    for a, b, p in zip(xs, ys, paths))
 
+    def load(nets, weights, dtype=None):
+        for v, x in zip(nets.generator.weights, weights):
+            v.assign(x.astype(dtype) if dtype and x.dtype.kind == "f" else x)
+        return nets
+
+    # The leaky ReLU keeps the sign of its input, so the sign of each activated SPADE output
+    # is the sign of the pre-activation.
+    activated = {}
+    spade_call = layers.SPADE.call
+
+    def recording_call(self, x, segmap, training=False, activation_slope=None, **kw):
+        out = spade_call(self, x, segmap, training=training, activation_slope=activation_slope,
+                         **kw)
+        if activation_slope is not None and training:
+            activated[self.path] = (out.numpy() >= 0, np.abs(out.numpy()))
+        return out
+
+    def signs(nets, seg):
+        activated.clear()
+        layers.SPADE.call = recording_call
+        try:
+            nets.generator(seg, training=True)
+        finally:
+            layers.SPADE.call = spade_call
+        return dict(activated)
+
+    def crossings(signs32, signs64):
+        out = []
+        for path, (pos64, mag64) in signs64.items():
+            flip = signs32[path][0] != pos64
+            if flip.any():
+                out.append(f"{int(flip.sum())} in {path.removeprefix('generator/')} "
+                           f"(float64 value {float(mag64[flip].max()):.1e} from 0)")
+        return "; ".join(out) or "none"
+
     drifted = []
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
@@ -64,27 +109,59 @@ def main() -> None:
         ref = build_networks(config, perf=PLAIN, discriminator=False, encoder=False, seed=0)
         weights = [v.numpy() for v in ref.generator.weights]
         plain = _run_generator(ref, seg, dy)[2]
-        opt = build_networks(config, perf=ALL_ON, discriminator=False, encoder=False, seed=0)
-        for v, x in zip(opt.generator.weights, weights):
-            v.assign(x)
+        opt = load(build_networks(config, perf=ALL_ON, discriminator=False, encoder=False,
+                                  seed=0), weights)
         optimised = _run_generator(opt, seg, dy)[2]
         paths = [v.path for v in ref.generator.trainable_variables]
         err, path = worst(optimised, plain, paths)
         print(f"draw {seed}: optimised vs plain, float32: {err:.2e} ({path})", flush=True)
         if err > 1e-5:
-            drifted.append((seed, weights, plain, optimised, paths))
+            # the signs on the weights as drawn (the runs above updated the BN statistics)
+            s32 = {"plain": signs(load(ref, weights), seg), "optimised": signs(load(opt, weights), seg)}
+            drifted.append((seed, weights, plain, optimised, paths, s32))
     if not drifted:
         return
     keras.config.set_floatx("float64")
     keras.config.set_dtype_policy("float64")
-    seg, dy = inputs(tf.float64)
+    seg64, dy64 = inputs(tf.float64)
     exact = build_networks(config, perf=PLAIN, discriminator=False, encoder=False, seed=0)
-    for seed, weights, plain, optimised, paths in drifted:
-        for v, x in zip(exact.generator.weights, weights):
-            v.assign(x.astype(np.float64) if x.dtype.kind == "f" else x)
-        truth = _run_generator(exact, seg, dy)[2]
+    truths = []
+    for seed, weights, plain, optimised, paths, s32 in drifted:
+        s64 = signs(load(exact, weights, np.float64), seg64)
+        truth = _run_generator(load(exact, weights, np.float64), seg64, dy64)[2]
+        truths.append(truth)
         (ep, pp), (eo, po) = worst(plain, truth, paths), worst(optimised, truth, paths)
         print(f"draw {seed}: vs float64: plain {ep:.2e} ({pp}), optimised {eo:.2e} ({po})")
+        noise = np.random.default_rng(seed)
+        moved = []
+        for _ in range(3):
+            for v, x in zip(exact.generator.weights, weights):
+                if x.dtype.kind == "f":
+                    x = x.astype(np.float64)
+                    x = x * (1 + 2.0**-24 * noise.standard_normal(x.shape))
+                v.assign(x)
+            moved.append(worst(_run_generator(exact, seg64, dy64)[2], truth, paths)[0])
+        print(f"draw {seed}: float64 with every weight moved by float32's rounding: "
+              + ", ".join(f"{e:.2e}" for e in moved))
+        for form in ("plain", "optimised"):
+            print(f"draw {seed}: kink crossings, {form} float32 vs float64: "
+                  f"{crossings(s32[form], s64)}", flush=True)
+    if not args.per_option:
+        return
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
+    names = [f.name for f in dataclasses.fields(PLAIN)
+             if getattr(PLAIN, f.name) != getattr(ALL_ON, f.name)]
+    variants = {f"only {n}": dataclasses.replace(PLAIN, **{n: getattr(ALL_ON, n)}) for n in names}
+    variants.update({f"all but {n}": dataclasses.replace(ALL_ON, **{n: getattr(PLAIN, n)})
+                     for n in names})
+    for label, perf in variants.items():
+        nets = build_networks(config, perf=perf, discriminator=False, encoder=False, seed=0)
+        errs = []
+        for (seed, weights, _, _, paths, _), truth in zip(drifted, truths):
+            err = worst(_run_generator(load(nets, weights), seg, dy)[2], truth, paths)[0]
+            errs.append(f"draw {seed} {err:.2e}")
+        print(f"{label:34s} vs float64: " + ", ".join(errs), flush=True)
 
 
 if __name__ == "__main__":
