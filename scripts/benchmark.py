@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark suite: generator forward, training iteration, data pipeline, TFLite, matmul rate.
 
-Every measurement runs in its own process (peak RSS is per process), on constant random inputs
-(the cost does not depend on the data; no dataset is needed except the optional COCO-Stuff
-sample for the pipeline rate). Timings are medians of --repeats runs after one warm-up run.
+Every measurement runs in its own process (peak RSS is per process), on constant random inputs:
+every pixel's class drawn at random, so every pixel sits on a label boundary, the worst case for
+perf.uniform_regions, whose cost depends on the label map. The variants "..., real label maps"
+run on the COCO-Stuff sample's 21 label maps in ../shared instead (center-cropped, nearest-
+resized to the preset, class ids folded into its range: real boundaries, not real classes), one
+map per timed run, cycling (the forward: all 21; training: 7). Timings are medians of
+--repeats runs after one warm-up run (real label maps: of one run per map).
 
     .venv/bin/python scripts/benchmark.py [--only matmul,forward,train,data,tflite]
         [--repeats 3] [--json docs/benchmarks/performance.json] [--markdown out.md]
@@ -45,7 +49,7 @@ PRESETS = {
 PLAIN = ["perf.label_conv=dense", "perf.fuse_gamma_beta=false",
          "perf.share_label_features=false", "perf.filter_gradient=native",
          "perf.closed_form_gradients=false", "perf.split_discriminator_input=false",
-         "perf.sequential_inference=false"]
+         "perf.sequential_inference=false", "perf.uniform_regions=false"]
 # variant -> overrides of the default (optimised) perf section; the leave-one-out variants show
 # what each optimisation contributes (training: TRAIN_ABLATION, generator forward: FORWARD_ABLATION).
 VARIANTS = {
@@ -58,6 +62,9 @@ VARIANTS = {
     "autodiff norm gradients": ["perf.closed_form_gradients=false"],
     "D input gradient for all channels": ["perf.split_discriminator_input=false"],
     "parallel inference": ["perf.sequential_inference=false"],
+    "no uniform regions": ["perf.uniform_regions=false"],
+    "optimised, real label maps": [],
+    "no uniform regions, real label maps": ["perf.uniform_regions=false"],
     # the default config in a process that returns freed memory at once (spade-tf --low-memory,
     # spade_tf.memory.release_freed_memory): lower peak RSS, more page faults
     "low-memory allocator": [],
@@ -65,8 +72,11 @@ VARIANTS = {
 LOW_MEMORY = "low-memory allocator"
 # inference-mode variants of the batch-1 forward: the only option that acts in inference mode
 # alone, and the allocator setting
-FORWARD_ABLATION = ["parallel inference", LOW_MEMORY]
-TRAIN_ABLATION = [v for v in VARIANTS if v not in ("optimised", "plain", "parallel inference")]
+REAL = [v for v in VARIANTS if v.endswith("real label maps")]
+FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, "no uniform regions"]
+TRAIN_ABLATION = [v for v in VARIANTS
+                  if v not in ["optimised", "plain", "parallel inference"] + REAL]
+REAL_TRAIN_MAPS = 7  # training runs on real label maps: every third of the 21
 # Official NVlabs/SPADE on this machine kind (torch 2.13, 2 threads, batch 1, medians; issue 7).
 OFFICIAL = {
     ("forward", "ade20k"): 4.49, ("forward", "128px"): 0.61,
@@ -112,13 +122,20 @@ def _allocator(variant):
             raise RuntimeError("the low-memory allocator setting needs glibc")
 
 
-def _median_s(fn, repeats):
-    fn()  # warm-up: tracing, allocation
-    times = []
-    for _ in range(repeats):
+def _median_s(fn, repeats, inputs=None):
+    """Median seconds of ``repeats`` calls after a warm-up call. ``inputs``: a list; call i
+    gets item i (cycling), prepared before the clock starts."""
+    items = inputs if inputs is not None else [None]
+
+    def one(i):
+        x = items[i % len(items)]
+        x = x() if callable(x) else x
         t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+        fn() if inputs is None else fn(x)
+        return time.perf_counter() - t
+
+    one(0)  # warm-up: tracing, allocation
+    times = [one(i) for i in range(repeats)]
     return statistics.median(times), times
 
 
@@ -133,6 +150,60 @@ def _inputs(config, batch):
     if m.use_instance:
         out["instance"] = rng.integers(0, 5, (batch, h, w)).astype(np.int32)
     return out
+
+
+def _real_inputs(config, batch, maps=None):
+    """[input dict of ``batch`` maps], cycling through the COCO-Stuff sample's label (and
+    instance) maps: center-cropped to the preset's aspect ratio, nearest-resized to its size,
+    ids other than 255 folded into [0, num_classes), 255 kept as dontcare where the preset has
+    it. ``maps``: use every len/maps-th file only."""
+    import numpy as np
+    from PIL import Image
+
+    m = config.model
+    h, w = m.output_hw
+    root = SHARED / "data" / "coco_stuff_sample"
+    files = sorted(root.glob("*_label/*.png"))
+    if not files:
+        raise FileNotFoundError(f"no label maps under {root}: the real-label variants need the "
+                                f"COCO-Stuff sample (set SPADE_TF_SHARED)")
+    if maps:
+        files = files[::max(1, len(files) // maps)][:maps]
+
+    def load(path, ids):
+        im = Image.open(path)
+        iw, ih = im.size
+        cw, ch = (iw, round(iw * h / w)) if iw * h / w <= ih else (round(ih * w / h), ih)
+        left, top = (iw - cw) // 2, (ih - ch) // 2
+        im = im.crop((left, top, left + cw, top + ch)).resize((w, h), Image.NEAREST)
+        a = np.asarray(im).astype(np.int32)
+        if not ids:
+            return a
+        keep = (a == 255) if m.contain_dontcare else np.zeros_like(a, bool)
+        return np.where(keep, 255, a % m.num_classes)
+
+    rng = np.random.default_rng(0)
+    labels = [load(f, True) for f in files]
+    insts = [load(f.parent.parent / f.parent.name.replace("label", "inst") / f.name, False)
+             for f in files] if m.use_instance else None
+    out = []
+    for i in range(0, len(files) - batch + 1, batch):
+        x = {"label": np.stack(labels[i:i + batch]),
+             "image": rng.uniform(-1, 1, (batch, h, w, 3)).astype(np.float32)}
+        if insts is not None:
+            x["instance"] = np.stack(insts[i:i + batch])
+        out.append(x)
+    return out
+
+
+def _boundary_fraction(config, seg):
+    """The fraction of pixels near a label boundary at full resolution (perf.uniform_regions'
+    ``label_regions``)."""
+    from spade_tf.layers import label_regions, onehot_indices
+
+    n = config.model.num_label_channels
+    r = label_regions(onehot_indices(seg[..., :n]), seg[..., n:], config.model.spade_kernel_size)
+    return int(r.boundary.shape[0]) / int(r.indices.shape.num_elements())
 
 
 def worker_matmul(repeats):
@@ -176,16 +247,18 @@ def worker_forward(name, variant, batch, repeats):
     config = load_config(preset, overrides + VARIANTS[variant])
     nets = build_networks(config, discriminator=False, encoder=False)
     g = nets.generator
-    x = _inputs(config, batch)
-    seg = to_semantics(x["label"], x.get("instance"), config=config)
+    xs = _real_inputs(config, batch) if variant in REAL else [_inputs(config, batch)]
+    # one map's one-hot input is live at a time (21 of ade20k's are 0.8 GB)
+    segs = [(lambda x=x: to_semantics(x["label"], x.get("instance"), config=config)) for x in xs]
     z = tf.random.normal((batch, config.model.z_dim)) if config.model.use_vae else None
     fn = tf.function(lambda s: g(s, z=z, training=False))
     t0 = time.perf_counter()
-    fn(seg).numpy()
+    fn(segs[0]()).numpy()
     trace_s = time.perf_counter() - t0
     peak_with_trace = _peak_gb()
     steady = _reset_peak()
-    med, times = _median_s(lambda: fn(seg).numpy(), repeats)
+    med, times = _median_s(lambda s: fn(s).numpy(), len(segs) if variant in REAL else repeats,
+                           segs if variant in REAL else [segs[0]()])
     peak = max(_peak_gb(), peak_with_trace)
     steady_peak = _hwm_gb() if steady else None
     macs = _plain_generator_macs(config, batch)  # after the peak was read: its own model
@@ -194,7 +267,8 @@ def worker_forward(name, variant, batch, repeats):
             "first_call_s": trace_s, "median_s": med, "times_s": times,
             "images_per_s": batch / med, "plain_macs": macs,
             "effective_gflops": 2 * macs / med / 1e9, "peak_rss_gb": peak,
-            "steady_peak_rss_gb": steady_peak}
+            "steady_peak_rss_gb": steady_peak, "label_maps": len(segs),
+            "boundary_fraction": statistics.median(_boundary_fraction(config, s()) for s in segs)}
 
 
 def worker_train(name, variant, repeats):
@@ -206,22 +280,24 @@ def worker_train(name, variant, repeats):
     _allocator(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + ["train.batch_size=1"] + VARIANTS[variant])
-    batch = {k: tf.constant(v) for k, v in _inputs(config, 1).items()}
+    xs = _real_inputs(config, 1, REAL_TRAIN_MAPS) if variant in REAL else [_inputs(config, 1)]
+    batches = [{k: tf.constant(v) for k, v in x.items()} for x in xs]
     gan = GauGAN(config, vgg_loss=None)
     gan.compile()
     step = tf.function(gan.train_step)
     t0 = time.perf_counter()
-    step(batch)["GAN"].numpy()
+    step(batches[0])["GAN"].numpy()
     trace_s = time.perf_counter() - t0
     steady = _reset_peak()
-    med, times = _median_s(lambda: step(batch)["GAN"].numpy(), repeats)
+    med, times = _median_s(lambda b: step(b)["GAN"].numpy(),
+                           len(batches) if variant in REAL else repeats, batches)
     steady_peak = _hwm_gb() if steady else None
     counts = gan.networks.param_counts()
     return {"kind": "train", "name": name, "variant": variant, "batch": 1,
             "size": "x".join(map(str, config.model.output_hw)), "G_params": counts["generator"],
             "D_params": counts["discriminator"], "first_step_s": trace_s, "median_s": med,
             "times_s": times, "images_per_s": 1 / med, "peak_rss_gb": _peak_gb(),
-            "steady_peak_rss_gb": steady_peak}
+            "steady_peak_rss_gb": steady_peak, "label_maps": len(batches)}
 
 
 def worker_data(name, repeats):
@@ -321,7 +397,7 @@ def markdown(results) -> str:
         for r in fw:
             off = official("forward", r["name"]) if r["batch"] == 1 else None
             ratio = f"{r['effective_gflops'] / ref_rate:.2f}" if ref_rate else ""
-            out.append(f"| {r['name']} | {r['size']} | {r['variant']} | {r['batch']} | "
+            out.append(f"| {r['name']} | {r['size']} | {_variant_cell(r)} | {r['batch']} | "
                        f"{r['G_params'] / 1e6:.1f}M | {r['median_s']:.3f} | {r['images_per_s']:.2f} | "
                        f"{r['effective_gflops']:.0f} | {ratio} | {r['peak_rss_gb']:.2f} | "
                        f"{_gb(r.get('steady_peak_rss_gb'))} | "
@@ -335,7 +411,7 @@ def markdown(results) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr:
             off = official("train", r["name"])
-            out.append(f"| {r['name']} | {r['size']} | {r['variant']} | {r['G_params']:,} | {r['D_params']:,} | "
+            out.append(f"| {r['name']} | {r['size']} | {_variant_cell(r)} | {r['G_params']:,} | {r['D_params']:,} | "
                        f"{r['first_step_s']:.1f} | {r['median_s']:.2f} | {r['images_per_s']:.3f} | "
                        f"{r['peak_rss_gb']:.2f} | {_gb(r.get('steady_peak_rss_gb'))} | "
                        f"{off if off else ''} | {speedup(off, r['median_s'])} |")
@@ -361,6 +437,15 @@ def markdown(results) -> str:
     for r in fails:
         out.append(f"- FAILED {r.get('args')}: {r['failed'][-300:]}")
     return "\n".join(out) + "\n"
+
+
+def _variant_cell(r):
+    n = r.get("label_maps", 1)
+    if n <= 1:
+        return r["variant"]
+    frac = r.get("boundary_fraction")
+    near = f", median {frac:.0%} of pixels near a boundary" if frac is not None else ""
+    return f"{r['variant']} ({n} maps{near})"
 
 
 def _row_key(r):
@@ -391,6 +476,9 @@ def main() -> None:
                    help="configs whose training iteration (and batch-1 forward, for the "
                         "inference-only options) is also measured with each optimisation "
                         "turned off in turn")
+    p.add_argument("--real", default="ade20k,128px",
+                   help="configs also measured on real label maps (the optimised form, with "
+                        "and without perf.uniform_regions)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     p.add_argument("--json", metavar="PATH", help="write every result as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as markdown")
@@ -411,6 +499,7 @@ def main() -> None:
     parts = set(args.only.split(","))
     plain = set(filter(None, args.plain.split(",")))
     ablation = set(filter(None, args.ablation.split(",")))
+    real = set(filter(None, args.real.split(",")))
     jobs = []
     if "matmul" in parts:
         jobs.append(["matmul"])
@@ -422,6 +511,8 @@ def main() -> None:
                     jobs.append(["forward", name, "plain", b])
                 if name in ablation and b == 1:
                     jobs += [["forward", name, v, b] for v in FORWARD_ABLATION]
+                if name in real:
+                    jobs += [["forward", name, v, b] for v in REAL]
     if "train" in parts:
         for name in filter(None, args.train.split(",")):
             jobs.append(["train", name, "optimised"])
@@ -429,6 +520,8 @@ def main() -> None:
                 jobs.append(["train", name, "plain"])
             if name in ablation:
                 jobs += [["train", name, v] for v in TRAIN_ABLATION]
+            if name in real:
+                jobs += [["train", name, v] for v in REAL]
     if "data" in parts:
         jobs += [["data", "synthscapes"], ["data", "coco_stuff_sample"]]
     rows = []

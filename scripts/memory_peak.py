@@ -10,6 +10,7 @@ allocations around the peak (op name, size), which says which tensors make it.
     .venv/bin/python scripts/memory_peak.py --config ade20k
     .venv/bin/python scripts/memory_peak.py --config ade20k --set perf.split_discriminator_input=false
     .venv/bin/python scripts/memory_peak.py --config ade20k --inference
+    .venv/bin/python scripts/memory_peak.py --config ade20k --inference --real-labels
 """
 
 from __future__ import annotations
@@ -56,19 +57,26 @@ def main() -> None:
     parser.add_argument("--inference", action="store_true",
                         help="one generator forward in inference mode (batch 1) instead of a "
                              "training iteration")
+    parser.add_argument("--real-labels", action="store_true",
+                        help="the first of benchmark.py's real label maps (the COCO-Stuff sample) "
+                             "instead of random classes per pixel: perf.uniform_regions then "
+                             "takes its regional form")
     args = parser.parse_args()
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # before TensorFlow starts
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT / "scripts"))
     import tensorflow as tf
 
-    from benchmark import _inputs
+    from benchmark import _inputs, _real_inputs
     from spade_tf.config import load_config
     from spade_tf.gan import GauGAN
     from spade_tf.networks import build_networks
     from spade_tf.semantics import to_semantics
 
     config = load_config(args.config, list(args.set) + ["train.batch_size=1"])
+    if args.real_labels:
+        def _inputs(config, batch):  # noqa: F811 (the real maps instead)
+            return _real_inputs(config, batch)[0]
     if args.inference:  # what benchmark.py's forward measurement runs
         g = build_networks(config, discriminator=False, encoder=False).generator
         x = _inputs(config, 1)

@@ -337,6 +337,9 @@ class PerfConfig:
     # inference: each SPADE layer's label branch runs when its input is ready, one layer at a
     # time and unfused, as in the reference's eager order (the peak memory)
     sequential_inference: bool = True
+    # SPADE's gamma/beta convs only near label boundaries, one value per class inside uniform
+    # regions (off under train.jit_compile: XLA needs static shapes; the TFLite graph is dense)
+    uniform_regions: bool = True
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")
@@ -359,10 +362,13 @@ _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 def effective_perf(config: Config) -> PerfConfig:
     """``config.perf`` as the networks can run it: XLA (``train.jit_compile``) cannot compile
-    SparseSegmentSum, so ``segment_sum`` lookups become ``gather`` lookups (the same numbers)."""
+    SparseSegmentSum, so ``segment_sum`` lookups become ``gather`` lookups (the same numbers),
+    nor the data-dependent shapes of ``uniform_regions``, which is then off."""
     perf = config.perf
     if config.train.jit_compile and perf.label_conv is LabelConv.SEGMENT_SUM:
-        return dataclasses.replace(perf, label_conv=LabelConv.GATHER)
+        perf = dataclasses.replace(perf, label_conv=LabelConv.GATHER)
+    if config.train.jit_compile and perf.uniform_regions:
+        perf = dataclasses.replace(perf, uniform_regions=False)
     return perf
 
 

@@ -538,9 +538,11 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             tfl_tmp.mkdir()
             graph_dir = tmp / "tflite_graph"
             # SparseSegmentSum (perf.label_conv=segment_sum) is not a TFLite builtin: the TFLite
-            # graph reads the label map with K*K GATHERs instead (the same numbers).
+            # graph reads the label map with K*K GATHERs instead (the same numbers). It is also
+            # dense (no perf.uniform_regions): the TFLite graph keeps static shapes; the regions'
+            # data-dependent ones (WHERE, then gathers of that many rows) were not tried there.
             tfl_method = "gather" if nets.generator.label_conv == "segment_sum" else nets.generator.label_conv
-            with nets.generator.label_conv_as(tfl_method):
+            with nets.generator.label_conv_as(tfl_method, uniform_regions=False):
                 tf.saved_model.save(module, str(graph_dir),
                                     signatures={"serving_default": _tflite_function(module)})
             inputs, report["tflite_parity_source"] = parity_inputs, "given"

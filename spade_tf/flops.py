@@ -42,7 +42,7 @@ def _op_multiply_adds(op) -> int | None:
         dy, dk = _static(op, op.inputs[2].shape, op.outputs[0].shape)
         return math.prod(dy) * math.prod(dk[:3])
     if t in ("MatMul", "BatchMatMulV2"):
-        a, out = op.inputs[0].shape, op.outputs[0].shape
+        a, out = _static(op, op.inputs[0].shape, op.outputs[0].shape)
         transpose_a = op.get_attr("transpose_a" if t == "MatMul" else "adj_x")
         return math.prod(out) * (a[-2] if transpose_a else a[-1])
     return None

@@ -10,9 +10,9 @@ from keras import ops
 
 from spade_tf.config import (UPSAMPLING_LAYERS, FilterGradient, GeneratorKind, InitType, LabelConv,
                              ModelConfig, PerfConfig, SpadeNorm, Upsampling)
-from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
-                             legacy_nearest_resize, make_initializer, onehot_indices,
-                             upsample_nearest_2x)
+from spade_tf.layers import (REGION_MIN_PIXELS, AffineNorm, SPADEResBlock, TorchConv2D,
+                             label_map_conv, label_regions, leaky_relu, legacy_nearest_resize,
+                             make_initializer, onehot_indices, upsample_nearest_2x)
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -53,6 +53,10 @@ class SPADEGenerator(keras.Model):
         sequential_inference: in inference mode, each SPADE layer's label branch runs only
             when its input is ready, one layer at a time, per layer (not shared, not fused):
             the reference's eager order, and the lower memory peak (``perf.sequential_inference``).
+        uniform_regions: SPADE's gamma and beta convs only at the pixels near a label boundary
+            (or the instance edges, or the border), one value per class elsewhere, at the
+            resolutions and on the maps where that pays (``perf.uniform_regions``; see
+            ``spade_tf.layers.regional_conv``). Needs ``onehot_channels``.
         **kwargs: standard ``keras.Model`` arguments.
 
     The ``perf`` arguments change how the variables are applied, never which variables exist:
@@ -76,9 +80,10 @@ class SPADEGenerator(keras.Model):
                  init_type="xavier", init_gain=0.02, seed=None, kind="spade", onehot_channels=None,
                  label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
                  filter_gradient="auto", closed_form_gradients=False, sequential_inference=False,
-                 **kwargs):
+                 uniform_regions=False, **kwargs):
         super().__init__(**kwargs)
         self.sequential_inference = bool(sequential_inference)
+        self.uniform_regions = bool(uniform_regions)
         self.closed_form_gradients = bool(closed_form_gradients)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
         self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
@@ -215,19 +220,24 @@ class SPADEGenerator(keras.Model):
         self.conv_img.build(tuple(shape))
 
     @contextlib.contextmanager
-    def label_conv_as(self, method):
+    def label_conv_as(self, method, uniform_regions=None):
         """Traces inside this context read the one-hot map with ``method`` (e.g. ``gather`` for
-        a TFLite graph: SparseSegmentSum is not a TFLite builtin). Variables are unchanged."""
+        a TFLite graph: SparseSegmentSum is not a TFLite builtin) and, when ``uniform_regions``
+        is given, use regions or not (the TFLite graph is dense). Variables are unchanged."""
         method = str(LabelConv.parse(method, "label_conv"))
         layers = [self] + [spade for blk in self.blocks for spade in blk.spade_layers.values()]
         saved = [layer.label_conv for layer in layers]
+        saved_regions = self.uniform_regions
         try:
             for layer in layers:
                 layer.label_conv = method
+            if uniform_regions is not None:
+                self.uniform_regions = bool(uniform_regions)
             yield self
         finally:
             for layer, old in zip(layers, saved):
                 layer.label_conv = old
+            self.uniform_regions = saved_regions
 
     def block_resolutions(self) -> list:
         """[(block, (h, w))] in forward order: the resolution each residual block works at."""
@@ -242,11 +252,17 @@ class SPADEGenerator(keras.Model):
             out.append((blk, (h, w)))
         return out
 
+    def _uses_regions(self):
+        return (self.uniform_regions and bool(self.onehot_channels)
+                and self.kind == GeneratorKind.SPADE.value)
+
     def resized_label_maps(self, seg):
         """{(h, w): (seg, indices)}: the label map at each block resolution, and its
-        ``onehot_indices`` when SPADE reads it by lookups (else None), each computed once."""
-        lookup = self.label_conv != LabelConv.DENSE.value and self.onehot_channels
-        indices = onehot_indices(seg[..., :self.onehot_channels]) if lookup else None
+        ``onehot_indices`` when SPADE reads it by lookups or uses regions (else None), each
+        computed once."""
+        lookup = self.label_conv != LabelConv.DENSE.value or self._uses_regions()
+        indices = (onehot_indices(seg[..., :self.onehot_channels])
+                   if lookup and self.onehot_channels else None)
         out = {}
         for _, hw in self.block_resolutions():
             if hw not in out:
@@ -254,7 +270,16 @@ class SPADEGenerator(keras.Model):
                 out[hw] = (legacy_nearest_resize(seg, hw), idx)
         return out
 
-    def shared_label_features(self, seg):
+    def label_regions(self, maps):
+        """{(h, w): LabelRegions} at the resolutions of at least REGION_MIN_PIXELS pixels, from
+        ``resized_label_maps``' output (empty without ``uniform_regions``)."""
+        if not self._uses_regions():
+            return {}
+        n = self.onehot_channels
+        return {hw: label_regions(idx, seg_r[..., n:], self.spade_kernel_size)
+                for hw, (seg_r, idx) in maps.items() if hw[0] * hw[1] >= REGION_MIN_PIXELS}
+
+    def shared_label_features(self, seg, maps=None):
         """{block name: {SPADE name: relu(mlp_shared(seg at the block's resolution))}}.
 
         The label map is resized once per resolution (and its one-hot indices computed once),
@@ -266,7 +291,7 @@ class SPADEGenerator(keras.Model):
         for blk, hw in self.block_resolutions():
             for name, spade in blk.spade_layers.items():
                 groups.setdefault(hw, []).append((blk.name, name, spade))
-        maps = self.resized_label_maps(seg)
+        maps = maps or self.resized_label_maps(seg)
         out = {blk.name: {} for blk in self.blocks}
         for hw, members in groups.items():
             seg_r, idx_r = maps[hw]
@@ -309,22 +334,28 @@ class SPADEGenerator(keras.Model):
             x = self.fc(legacy_nearest_resize(seg, (sh, sw)))
             acts["fc"] = x
         hidden, maps = {}, {}
+        all_maps = self.resized_label_maps(seg) if (
+            self._uses_regions() or self.share_label_features) else {}
+        regions = self.label_regions(all_maps)
         if self.share_label_features and self.kind == GeneratorKind.SPADE.value:
             if self.sequential_inference and not training:
                 # Only the resized maps are shared: each SPADE layer computes its own features
                 # when its turn comes (see SPADE._sequential_inference).
-                maps = self.resized_label_maps(seg)
+                maps = all_maps
             else:
-                hidden = self.shared_label_features(seg)
+                hidden = self.shared_label_features(seg, all_maps)
         resolution = {blk.name: hw for blk, hw in self.block_resolutions()}
 
         def block(blk, t):
+            kw = dict(training=training)
+            if resolution[blk.name] in regions:
+                kw["regions"] = regions[resolution[blk.name]]
             if blk.name in hidden:
-                return blk(t, seg, training=training, hidden=hidden[blk.name])
+                return blk(t, seg, hidden=hidden[blk.name], **kw)
             if maps:
                 seg_r, idx_r = maps[resolution[blk.name]]
-                return blk(t, seg_r, training=training, indices=idx_r)
-            return blk(t, seg, training=training)
+                return blk(t, seg_r, indices=idx_r, **kw)
+            return blk(t, seg, **kw)
 
         x = block(self.head_0, x)
         acts["head_0"] = x
@@ -357,7 +388,8 @@ class SPADEGenerator(keras.Model):
                       share_label_features=self.share_label_features,
                       filter_gradient=self.filter_gradient,
                       closed_form_gradients=self.closed_form_gradients,
-                      sequential_inference=self.sequential_inference)
+                      sequential_inference=self.sequential_inference,
+                      uniform_regions=self.uniform_regions)
         return config
 
 
@@ -377,7 +409,8 @@ def generator_from_config(model: ModelConfig, seed=None, perf: PerfConfig | None
         share_label_features=perf.share_label_features,
         filter_gradient=perf.filter_gradient.value,
         closed_form_gradients=perf.closed_form_gradients,
-        sequential_inference=perf.sequential_inference, name="generator")
+        sequential_inference=perf.sequential_inference, uniform_regions=perf.uniform_regions,
+        name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))
     return g

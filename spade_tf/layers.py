@@ -11,6 +11,7 @@ pieces (synchronized batch statistics, replica-identical spectral-norm vectors) 
 from __future__ import annotations
 
 import math
+import typing
 
 import keras
 import numpy as np
@@ -759,6 +760,193 @@ def label_map_conv(conv, kernel, bias, seg, indices=None, onehot_channels=None,
     return tf.cast(y, kernel.dtype) + bias
 
 
+# ------------------------------------------------------------------ uniform label regions
+
+# The regional form runs only where at most this fraction of a map's pixels is near a label
+# boundary: above it, gathering the boundary pixels' patches costs about what the dense conv
+# saves (REGION_MAX_FRACTION and REGION_MIN_PIXELS: docs/performance.md, uniform regions).
+REGION_MAX_FRACTION = 0.5
+# ... and only at resolutions of at least this many pixels (below, nearly every pixel of a real
+# label map is near a boundary, and the convs are small).
+REGION_MIN_PIXELS = 32 * 32
+
+
+class LabelRegions(typing.NamedTuple):
+    """Where SPADE's gamma and beta are not a function of the pixel's own class.
+
+    Attributes:
+        indices: int32 [N, H, W], the class of each pixel (``onehot_indices``).
+        boundary: int32 [B, 3], (n, i, j) of every pixel whose 2·(K//2) neighbourhood holds
+            another class, a nonzero non-one-hot channel (the instance edges) or the image border.
+        worth: scalar bool, the regional form pays (boundary fraction < REGION_MAX_FRACTION).
+    """
+
+    indices: tf.Tensor
+    boundary: tf.Tensor
+    worth: tf.Tensor
+
+
+def label_regions(indices, extra=None, kernel_size=3, max_fraction=REGION_MAX_FRACTION):
+    """``LabelRegions`` of a label map at one resolution.
+
+    SPADE's gamma at pixel p is a KxK conv of the hidden features, each a KxK conv (+ ReLU) of
+    the label map: p depends on the labels within 2·(K//2) pixels. Where they are all one class
+    c, with no instance edge and no zero padding in reach, gamma(p) is the same for every such
+    pixel of class c: one value per class, computed once (``regional_conv``).
+
+    Args:
+        indices: int32 [N, H, W] from ``onehot_indices`` (index C: no class).
+        extra: the label map's other channels [N, H, W, E] (the instance edges), or None.
+        kernel_size: K of SPADE's convs.
+        max_fraction: ``worth`` is False above this boundary fraction.
+    """
+    r = 2 * (int(kernel_size) // 2)
+    win = 2 * r + 1
+    f = tf.cast(indices, tf.float32)[..., None]  # class ids < 2^24: exact in float32
+    hi = tf.nn.max_pool2d(f, win, 1, "SAME")  # SAME pooling ignores the outside
+    lo = -tf.nn.max_pool2d(-f, win, 1, "SAME")
+    uniform = tf.equal(hi, lo)[..., 0]
+    if extra is not None and int(extra.shape[-1]):
+        e = tf.reduce_max(tf.abs(tf.cast(extra, tf.float32)), axis=-1, keepdims=True)
+        uniform &= tf.equal(tf.nn.max_pool2d(e, win, 1, "SAME")[..., 0], 0.0)
+    shape = tf.shape(indices)
+    h, w = shape[1], shape[2]
+    rows = tf.range(h)
+    cols = tf.range(w)
+    inside = ((rows >= r) & (rows < h - r))[:, None] & ((cols >= r) & (cols < w - r))[None, :]
+    uniform &= inside[None]
+    boundary = tf.cast(tf.where(~uniform), tf.int32)
+    fraction = tf.cast(tf.shape(boundary)[0], tf.float32) / tf.cast(tf.size(indices), tf.float32)
+    return LabelRegions(indices, boundary, fraction < max_fraction)
+
+
+def class_hidden_features(kernel, bias, onehot_channels):
+    """[C + 1, F]: SPADE's hidden features of a pixel whose whole KxK window is class c (row
+    C: no class), relu(sum over the taps of the shared kernel's row c + bias)."""
+    n = int(onehot_channels)
+    rows = tf.reduce_sum(kernel[:, :, :n, :], axis=[0, 1])
+    return ops.relu(tf.concat([rows, tf.zeros_like(rows[:1])], 0) + bias)
+
+
+def _tap_coordinates(hidden, boundary, k):
+    """Per tap of a KxK SAME conv, row by row of taps: [(coords [B, 3], valid [B, 1] or None)],
+    the pixel that tap reads for each boundary pixel. Outside the map (the zero padding) the
+    coordinate is clamped into it and ``valid`` is False: its row must count as zero."""
+    p = k // 2
+    shape = tf.shape(hidden)
+    last_i, last_j = shape[1] - 1, shape[2] - 1
+    n, i0, j0 = boundary[:, 0], boundary[:, 1], boundary[:, 2]
+    rows = []
+    for a in range(k):
+        row = []
+        for b in range(k):
+            if a == p and b == p:
+                row.append((boundary, None))
+                continue
+            i, j = i0 + (a - p), j0 + (b - p)
+            valid = ((i >= 0) & (i <= last_i) & (j >= 0) & (j <= last_j))[:, None]
+            coords = tf.stack([n, tf.clip_by_value(i, 0, last_i), tf.clip_by_value(j, 0, last_j)], 1)
+            row.append((coords, valid))
+        rows.append(row)
+    return rows
+
+
+def _masked(x, valid):
+    return x if valid is None else tf.where(valid, x, tf.zeros((), x.dtype))
+
+
+def regional_conv(hidden, kernel, bias, class_hidden, regions):
+    """``conv2d(hidden, kernel, SAME) + bias`` where ``hidden`` holds SPADE's hidden features
+    of a label map with ``regions``: a conv at the boundary pixels only (per tap, a gather of
+    their neighbours' rows and a matmul), and one value per class everywhere else.
+
+    The same sums as the dense conv at every pixel (float rounding aside): off the boundary the
+    patch is ``class_hidden[c]`` under every tap, so the output is class_hidden[c] · (the
+    kernel summed over its taps) + bias. The gradient is written out so that the backward pass
+    also runs on the boundary pixels only and keeps nothing but the inputs. Both passes gather
+    per tap (B rows at a time), not a B x K*K*F patch matrix (45 MB at ade20k's 256x256: the
+    inference memory peak is in that block).
+
+    Args:
+        hidden: [N, H, W, F] SPADE's hidden features (``relu(mlp_shared(seg))``).
+        kernel: [K, K, F, O] HWIO kernel; bias: [O].
+        class_hidden: [C + 1, F] from ``class_hidden_features``.
+        regions: ``LabelRegions`` of the label map at this resolution.
+    """
+    k = int(kernel.shape[0])
+    boundary = regions.boundary
+    n_rows = int(class_hidden.shape[0])
+    # Each pixel reads one row of [class values; boundary values]: its class's row, or (on the
+    # boundary) its own. One gather makes the output, with no dense copy for a scatter.
+    rows_of = tf.tensor_scatter_nd_update(regions.indices, boundary,
+                                          n_rows + tf.range(tf.shape(boundary)[0]))
+
+    @tf.custom_gradient
+    def conv(hidden, kernel, bias, class_hidden):
+        tap_sum = tf.reduce_sum(kernel, axis=[0, 1])
+        table = tf.matmul(class_hidden, tap_sum) + bias
+        values = bias
+        for a, row in enumerate(_tap_coordinates(hidden, boundary, k)):
+            for b, (coords, valid) in enumerate(row):
+                # one tap at a time: left to itself the executor gathers all K*K at once
+                with tf.control_dependencies([values]):
+                    rows = _masked(tf.gather_nd(hidden, coords), valid)
+                values = values + tf.matmul(rows, kernel[a, b])
+        out = tf.gather(tf.concat([table, values], 0), rows_of)
+
+        def grad(dout):
+            d_rows = tf.math.unsorted_segment_sum(
+                tf.reshape(dout, (-1, dout.shape[-1])), tf.reshape(rows_of, (-1,)),
+                n_rows + tf.shape(boundary)[0])
+            d_table, d_values = d_rows[:n_rows], d_rows[n_rows:]
+            d_bias = tf.reduce_sum(d_table, 0) + tf.reduce_sum(d_values, 0)
+            d_class_hidden = tf.matmul(d_table, tap_sum, transpose_b=True)
+            d_taps, d_hidden = [], None
+            for a, row in enumerate(_tap_coordinates(hidden, boundary, k)):
+                coords_row, updates_row = [], []
+                for b, (coords, valid) in enumerate(row):
+                    with tf.control_dependencies(d_taps[-1:] + ([d_hidden] if a else [])):
+                        rows = _masked(tf.gather_nd(hidden, coords), valid)
+                    d_taps.append(tf.matmul(rows, d_values, transpose_a=True))
+                    updates_row.append(_masked(tf.matmul(d_values, kernel[a, b], transpose_b=True),
+                                               valid))
+                    coords_row.append(coords)
+                coords_row, updates_row = tf.concat(coords_row, 0), tf.concat(updates_row, 0)
+                d_hidden = (tf.scatter_nd(coords_row, updates_row, tf.shape(hidden))
+                            if d_hidden is None else
+                            tf.tensor_scatter_nd_add(d_hidden, coords_row, updates_row))
+            d_kernel = (tf.reshape(tf.stack(d_taps), kernel.shape)
+                        + tf.matmul(class_hidden, d_table, transpose_a=True))
+            return d_hidden, d_kernel, d_bias, d_class_hidden
+
+        return out, grad
+
+    return conv(hidden, kernel, bias, class_hidden)
+
+
+def label_branch_conv(conv_layer, hidden, kernel, bias, class_hidden=None, regions=None,
+                      after=None):
+    """SPADE's gamma/beta conv (``conv_layer``'s form, with ``kernel``/``bias``) of the hidden
+    features: by ``regional_conv`` when ``regions`` are given and worth it, else dense.
+
+    ``after``: a tensor that the conv must wait for (sequential inference). A control
+    dependency on the cond was not kept (the profile showed beta's gathers running beside
+    gamma's), so the choice itself reads one element of ``after``: both branches compute the
+    same numbers, so which one a NaN there would pick does not matter.
+    """
+
+    def dense():
+        return conv_layer.convolve(hidden, kernel) + bias
+
+    if regions is None:
+        return dense()
+    worth = regions.worth
+    if after is not None:
+        worth = worth & tf.math.is_finite(tf.reshape(after, (-1,))[0])
+    return tf.cond(worth,
+                   lambda: regional_conv(hidden, kernel, bias, class_hidden, regions), dense)
+
+
 # --------------------------------------------------------------------------- SPADE
 
 
@@ -806,6 +994,8 @@ class SPADE(keras.layers.Layer):
             None: no activation.
         indices: ``onehot_indices`` of ``segmap``'s one-hot channels, when ``segmap`` is at
             x's resolution already and the caller has them (the lookups then skip the argmax).
+        regions: ``LabelRegions`` of the label map at x's resolution: gamma and beta by
+            ``regional_conv`` where worth it (``perf.uniform_regions``); None: dense convs.
     """
 
     def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
@@ -858,16 +1048,35 @@ class SPADE(keras.layers.Layer):
         return ops.relu(label_map_conv(self.mlp_shared, kernel, bias, seg, indices,
                                        self.onehot_channels, self.label_conv))
 
-    def modulation(self, hidden):
-        """(gamma, beta) from the hidden features."""
+    def class_hidden(self, regions):
+        """``class_hidden_features`` of this layer's shared conv, when ``regions`` are used."""
+        if regions is None or not self.onehot_channels:
+            return None
+        kernel, bias = self.shared_kernel()
+        return class_hidden_features(kernel, bias, self.onehot_channels)
+
+    def _branch(self, conv, hidden, class_hidden, regions, after=None):
+        """One of mlp_gamma / mlp_beta applied to the hidden features (``after``: see
+        ``label_branch_conv``)."""
+        if class_hidden is None:
+            return conv(hidden)
+        dt = self.compute_dtype
+        return label_branch_conv(conv, hidden, ops.cast(conv.kernel, dt), ops.cast(conv.bias, dt),
+                                 class_hidden, regions, after)
+
+    def modulation(self, hidden, regions=None):
+        """(gamma, beta) from the hidden features (``regions``: see ``call``)."""
+        class_hidden = self.class_hidden(regions)
         if not self.fuse_gamma_beta:
-            return self.mlp_gamma(hidden), self.mlp_beta(hidden)
+            return (self._branch(self.mlp_gamma, hidden, class_hidden, regions),
+                    self._branch(self.mlp_beta, hidden, class_hidden, regions))
         dt = self.compute_dtype
         kernel = ops.concatenate([ops.cast(self.mlp_gamma.kernel, dt),
                                   ops.cast(self.mlp_beta.kernel, dt)], axis=-1)
         bias = ops.concatenate([ops.cast(self.mlp_gamma.bias, dt),
                                 ops.cast(self.mlp_beta.bias, dt)], axis=-1)
-        both = self.mlp_gamma.convolve(hidden, kernel) + bias
+        both = label_branch_conv(self.mlp_gamma, hidden, kernel, bias, class_hidden,
+                                 regions if class_hidden is not None else None)
         gamma, beta = tf.split(both, 2, axis=-1)  # its gradient is a concat, not two padded copies
         return gamma, beta
 
@@ -875,14 +1084,15 @@ class SPADE(keras.layers.Layer):
         hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
         return legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
 
-    def call(self, x, segmap, training=False, hidden=None, activation_slope=None, indices=None):
+    def call(self, x, segmap, training=False, hidden=None, activation_slope=None, indices=None,
+             regions=None):
         if self.sequential_inference and not training:
-            out = self._sequential_inference(x, segmap, hidden, indices)
+            out = self._sequential_inference(x, segmap, hidden, indices, regions)
         else:
             normalized = self.param_free_norm(x, training=training)
             if hidden is None:
                 hidden = self.hidden_features(self._resized(segmap, x), indices)
-            gamma, beta = self.modulation(hidden)
+            gamma, beta = self.modulation(hidden, regions)
             if training and self.closed_form_gradients:
                 return modulate(normalized, gamma, beta, activation_slope)
             out = normalized * (1.0 + gamma) + beta
@@ -890,7 +1100,7 @@ class SPADE(keras.layers.Layer):
             out = ops.leaky_relu(out, negative_slope=activation_slope)
         return out
 
-    def _sequential_inference(self, x, segmap, hidden, indices):
+    def _sequential_inference(self, x, segmap, hidden, indices, regions=None):
         """``call``'s modulation (before the activation) in inference mode, in a fixed order
         that holds at most x, the hidden features and one of gamma and beta besides the shortcut.
 
@@ -904,11 +1114,12 @@ class SPADE(keras.layers.Layer):
         with tf.control_dependencies([x]):
             if hidden is None:
                 hidden = self.hidden_features(self._resized(segmap, x), indices)
-            gamma = self.mlp_gamma(hidden)
+            class_hidden = self.class_hidden(regions)
+            gamma = self._branch(self.mlp_gamma, hidden, class_hidden, regions, after=x)
         with tf.control_dependencies([gamma]):
             scaled = self.param_free_norm(x, training=False) * (1.0 + gamma)
         with tf.control_dependencies([scaled]):
-            beta = self.mlp_beta(hidden)
+            beta = self._branch(self.mlp_beta, hidden, class_hidden, regions, after=scaled)
         return scaled + beta
 
     def compute_output_shape(self, x_shape, segmap_shape):
@@ -1000,6 +1211,7 @@ class SPADEResBlock(keras.layers.Layer):
         hidden: optional dict ``{"norm_0": ..., "norm_1": ..., "norm_s": ...}`` of the SPADE
             layers' precomputed shared features (``SPADE.call``'s ``hidden``).
         indices: optional ``onehot_indices`` of a ``segmap`` at x's resolution (``SPADE.call``).
+        regions: optional ``LabelRegions`` at x's resolution (``SPADE.call``).
     """
 
     MODULATIONS = ("spade", "affine")
@@ -1070,7 +1282,7 @@ class SPADEResBlock(keras.layers.Layer):
         names = ["norm_0", "norm_1"] + (["norm_s"] if self.learned_shortcut else [])
         return {n: getattr(self, n) for n in names}
 
-    def call(self, x, segmap, training=False, hidden=None, indices=None):
+    def call(self, x, segmap, training=False, hidden=None, indices=None, regions=None):
         hidden = hidden or {}
 
         def norm(name, t, activated=False):
@@ -1084,6 +1296,8 @@ class SPADEResBlock(keras.layers.Layer):
                 kw["hidden"] = hidden[name]
             elif indices is not None:
                 kw["indices"] = indices
+            if regions is not None:
+                kw["regions"] = regions
             return layer(t, segmap, **kw)
 
         if self.learned_shortcut:

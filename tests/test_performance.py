@@ -16,18 +16,21 @@ import pytest
 import tensorflow as tf
 
 from spade_tf.config import PerfConfig, load_config
-from spade_tf.layers import (InstanceNormalization, SpectralConv2D, TorchBatchNorm,
-                             _input_gradient_as_conv, conv2d, modulate, onehot_conv,
-                             onehot_indices)
+from spade_tf.layers import (REGION_MAX_FRACTION, InstanceNormalization, SpectralConv2D,
+                             TorchBatchNorm, _input_gradient_as_conv, class_hidden_features,
+                             conv2d, label_regions, modulate, onehot_conv, onehot_indices,
+                             regional_conv)
 from spade_tf.networks import build_networks
 from spade_tf.semantics import to_semantics
 
 PLAIN = PerfConfig(label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
                    filter_gradient="native", closed_form_gradients=False,
-                   split_discriminator_input=False, sequential_inference=False)
+                   split_discriminator_input=False, sequential_inference=False,
+                   uniform_regions=False)
 ALL_ON = PerfConfig(label_conv="segment_sum", fuse_gamma_beta=True, share_label_features=True,
                     filter_gradient="swapped", closed_form_gradients=True,
-                    split_discriminator_input=True, sequential_inference=True)
+                    split_discriminator_input=True, sequential_inference=True,
+                    uniform_regions=True)
 
 
 def _rel(a, b):
@@ -61,6 +64,74 @@ def test_onehot_conv_equals_the_dense_conv_and_its_kernel_gradient(method, k):
 
 @pytest.mark.parametrize("k,stride,pad,batch", [(3, 1, 1, 1), (3, 1, 1, 2), (1, 1, 0, 2),
                                                (4, 2, 2, 2), (4, 1, 2, 1), (3, 2, 1, 1)])
+def _block_labels(rng, n, h, w, classes, block, noise=3):
+    """Piecewise-constant labels (``block``-pixel squares of random classes) with ``noise``
+    single pixels of another class: a map with uniform regions, as real label maps have."""
+    lab = np.kron(rng.integers(0, classes, (n, -(-h // block), -(-w // block))),
+                  np.ones((block, block), np.int64))[:, :h, :w]
+    for _ in range(noise):
+        lab[rng.integers(n), rng.integers(h), rng.integers(w)] = rng.integers(classes)
+    return lab.astype(np.int32)
+
+
+def test_label_regions_mark_every_pixel_within_reach_of_another_label():
+    """The boundary is every pixel with another class, a nonzero instance edge or the image
+    border within 2·(K//2) pixels (numpy, pixel by pixel); the rest is uniform."""
+    rng = np.random.default_rng(3)
+    idx = _block_labels(rng, 2, 20, 23, 3, 6, noise=4)
+    edge = np.zeros((2, 20, 23, 1))
+    edge[1, 10, 4] = 1.0
+    for k in (1, 3, 5):
+        r = 2 * (k // 2)
+        regions = label_regions(tf.constant(idx), tf.constant(edge), k)
+        got = np.zeros(idx.shape, bool)
+        got[tuple(regions.boundary.numpy().T)] = True
+        want = np.zeros(idx.shape, bool)
+        for n, i, j in np.ndindex(*idx.shape):
+            lo_i, hi_i, lo_j, hi_j = i - r, i + r + 1, j - r, j + r + 1
+            if lo_i < 0 or lo_j < 0 or hi_i > 20 or hi_j > 23:
+                want[n, i, j] = True
+                continue
+            win = idx[n, lo_i:hi_i, lo_j:hi_j]
+            want[n, i, j] = (win != win[r, r]).any() or edge[n, lo_i:hi_i, lo_j:hi_j].any()
+        np.testing.assert_array_equal(got, want, err_msg=f"K={k}")
+        assert bool(regions.worth) == (want.mean() < REGION_MAX_FRACTION)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_regional_conv_equals_the_dense_conv_and_its_gradients(k):
+    """SPADE's label branch, relu(conv(one-hot + edge channel)) then a conv, with the second
+    conv by ``regional_conv``: the same output and the same gradients w.r.t. both kernels and
+    biases as two dense convs (float64, < 1e-12), with dontcare, empty (all-zero) pixels, an
+    instance edge and the image border in the map."""
+    rng = np.random.default_rng(k)
+    c, hidden_c, out_c, h, w = 5, 6, 4, 40, 37
+    idx = _block_labels(rng, 2, h, w, c + 1, 16)  # index c: no class (an all-zero pixel)
+    onehot = tf.one_hot(idx, c, dtype=tf.float64)
+    edge = np.zeros((2, h, w, 1))
+    edge[0, 20, 3:9] = 1.0
+    seg = tf.concat([onehot, tf.constant(edge)], -1)
+    regions = label_regions(onehot_indices(onehot), tf.constant(edge), k)
+    assert 0 < regions.boundary.shape[0] < idx.size  # both forms of pixel present
+    w1 = tf.Variable(rng.standard_normal((k, k, c + 1, hidden_c)))
+    b1 = tf.Variable(rng.standard_normal(hidden_c))
+    w2 = tf.Variable(rng.standard_normal((k, k, hidden_c, out_c)))
+    b2 = tf.Variable(rng.standard_normal(out_c))
+    dy = tf.constant(rng.standard_normal((2, h, w, out_c)))
+    results = []
+    for regional in (False, True):
+        with tf.GradientTape() as tape:
+            hidden = tf.nn.relu(tf.nn.conv2d(seg, w1, 1, "SAME") + b1)
+            if regional:
+                y = regional_conv(hidden, w2, b2, class_hidden_features(w1, b1, c), regions)
+            else:
+                y = tf.nn.conv2d(hidden, w2, 1, "SAME") + b2
+            loss = tf.reduce_sum(y * dy)
+        results.append([y] + tape.gradient(loss, [w1, b1, w2, b2]))
+    for name, a, b in zip(["output", "w1", "b1", "w2", "b2"], results[1], results[0]):
+        assert _rel(a, b) < 1e-12, name
+
+
 def test_swapped_filter_gradient_equals_conv2d_backprop_filter(k, stride, pad, batch):
     rng = np.random.default_rng(k * 10 + stride)
     x = tf.constant(rng.standard_normal((batch, 11, 8, 5)))
@@ -197,13 +268,19 @@ def _run_generator(nets, seg, real_dy):
     return y.numpy(), g(seg, training=False).numpy(), [t.numpy() for t in grads], state
 
 
-def _compare_generators(config, variants, bound, float_dtype, grad_floor=1e-3):
+def _compare_generators(config, variants, bound, float_dtype, grad_floor=1e-3, regions=False):
+    """``regions``: a label map with uniform regions (16-pixel squares, 32-pixel instances), on
+    which perf.uniform_regions takes its regional form; else random classes per pixel."""
     m = config.model
     h, w = m.output_hw
     rng = np.random.default_rng(0)
-    label = rng.integers(0, m.num_classes, (2, h, w)).astype(np.int32)
+    if regions:
+        label = _block_labels(rng, 2, h, w, m.num_classes, 16)
+        inst = _block_labels(rng, 2, h, w, 3, 32, noise=0) if m.use_instance else None
+    else:
+        label = rng.integers(0, m.num_classes, (2, h, w)).astype(np.int32)
+        inst = rng.integers(0, 3, (2, h, w)).astype(np.int32) if m.use_instance else None
     label[:, :8, :8] = 255  # dontcare
-    inst = rng.integers(0, 3, (2, h, w)).astype(np.int32) if m.use_instance else None
     seg = to_semantics(label, inst, config=config, dtype=float_dtype)
     dy = tf.constant(rng.standard_normal((2, h, w, 3)), float_dtype)
     # Seeded weights: in float32 some random draws of the tiny 2x2-latent generator put fc's
@@ -216,6 +293,11 @@ def _compare_generators(config, variants, bound, float_dtype, grad_floor=1e-3):
     # gradients by 2e-7: no option loses accuracy.
     keras.utils.set_random_seed(0)
     ref_nets = build_networks(config, perf=PLAIN, discriminator=False, encoder=False, seed=0)
+    if regions:  # the regional form runs at some resolution (it is exercised, not skipped)
+        g = build_networks(config, perf=ALL_ON, discriminator=False, encoder=False).generator
+        used = [hw for hw, r in g.label_regions(g.resized_label_maps(seg)).items()
+                if bool(r.worth)]
+        assert used, "no resolution takes the regional form on this map"
     initial = [v.numpy() for v in ref_nets.generator.weights]
     ref = _run_generator(ref_nets, seg, dy)
     for name, perf in variants.items():
@@ -255,12 +337,29 @@ def test_every_generator_optimisation_is_exact_in_float64(float64):
     _compare_generators(load_config("tiny"), VARIANTS, 1e-9, tf.float64)
 
 
+REGION_VARIANTS = {
+    "uniform regions": dataclasses.replace(PLAIN, uniform_regions=True),
+    "uniform regions, unfused": dataclasses.replace(ALL_ON, fuse_gamma_beta=False),
+    "uniform regions, dense label conv": dataclasses.replace(ALL_ON, label_conv="dense"),
+    "all on": ALL_ON,
+}
+
+
+def test_uniform_regions_are_exact_in_float64(float64):
+    """perf.uniform_regions on a label map with uniform regions (where it takes the regional
+    form: checked), alone and with the other options, in training and inference mode:
+    outputs, gradients, BN statistics and spectral-norm vectors as the plain form."""
+    _compare_generators(load_config("tiny"), REGION_VARIANTS, 1e-9, tf.float64, regions=True)
+
+
 def test_all_generator_optimisations_within_1e5_in_float32():
     """Float32, 'more' upsampling at 128 px: outputs within 1e-5 relative, every gradient within
     1e-5 of the largest gradient (a gradient that is zero in exact arithmetic, e.g. a bias in
     front of a batch norm, is float32 rounding of the others: 1.5e-4 of itself was seen)."""
     config = load_config("tiny", ["model.num_upsampling_layers=more", "model.crop_size=128"])
     _compare_generators(config, {"all on": ALL_ON}, 1e-5, tf.float32, grad_floor=1.0)
+    _compare_generators(config, {"all on": ALL_ON}, 1e-5, tf.float32, grad_floor=1.0,
+                        regions=True)
 
 
 def _ancestors(op):
@@ -435,6 +534,9 @@ def test_xla_training_uses_gather_lookups():
     from spade_tf.config import effective_perf
 
     assert effective_perf(load_config("tiny")).label_conv.value == "segment_sum"
+    assert effective_perf(load_config("tiny")).uniform_regions
     xla = load_config("tiny", ["train.jit_compile=true"])
     assert effective_perf(xla).label_conv.value == "gather"
-    assert build_networks(xla, discriminator=False).generator.label_conv == "gather"
+    assert not effective_perf(xla).uniform_regions  # data-dependent shapes
+    g = build_networks(xla, discriminator=False).generator
+    assert g.label_conv == "gather" and not g.uniform_regions
