@@ -68,12 +68,16 @@ VARIANTS = {
     # the default config in a process that returns freed memory at once (spade-tf --low-memory,
     # spade_tf.memory.release_freed_memory): lower peak RSS, more page faults
     "low-memory allocator": [],
+    # the default config with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0 in the
+    # worker's environment): TensorFlow turns them on by default on some CPUs (AVX-512 ones)
+    "oneDNN off": [],
 }
 LOW_MEMORY = "low-memory allocator"
+ONEDNN_OFF = "oneDNN off"
 # inference-mode variants of the batch-1 forward: the only option that acts in inference mode
 # alone, and the allocator setting
 REAL = [v for v in VARIANTS if v.endswith("real label maps")]
-FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, "no uniform regions"]
+FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, "no uniform regions", ONEDNN_OFF]
 TRAIN_ABLATION = [v for v in VARIANTS
                   if v not in ["optimised", "plain", "parallel inference"] + REAL]
 REAL_TRAIN_MAPS = 7  # training runs on real label maps: every third of the 21
@@ -329,6 +333,8 @@ def worker_data(name, repeats):
 def run_worker(args_list, timeout=3000):
     cmd = [sys.executable, __file__, "--worker", json.dumps(args_list)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if len(args_list) > 2 and args_list[2] == ONEDNN_OFF:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         return {"kind": args_list[0], "args": args_list, "failed": proc.stderr[-1500:]}
@@ -339,14 +345,18 @@ def machine_info():
     import numpy as np
     import tensorflow as tf
 
-    cpu = "unknown"
+    cpu, flags = "unknown", set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    # the widest vector unit: machines of the same name differ (AVX2 and AVX-512 EPYCs), and
+    # TensorFlow's kernels (oneDNN on or off) follow it
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "unknown"
     import keras
     from tensorflow.python.util import _pywrap_util_port
 
@@ -355,7 +365,7 @@ def machine_info():
     # so the convs there are TensorFlow's own (Eigen) kernels.
     onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
     setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    return {"machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
+    return {"machine": platform.machine(), "cpu": cpu, "isa": isa, "cores": os.cpu_count(),
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__,
             "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={setting})" if setting else
@@ -369,7 +379,8 @@ def _gb(x):
 
 def markdown(results) -> str:
     info, rows = results["machine"], results["rows"]
-    out = [f"machine: {info['cpu']}, {info['cores']} cores ({info['machine']}); python {info['python']}, "
+    isa = f", {info['isa']}" if "isa" in info else ""
+    out = [f"machine: {info['cpu']}{isa}, {info['cores']} cores ({info['machine']}); python {info['python']}, "
            f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; oneDNN {info['onednn']}; "
            f"{info['date']}; medians of {results['repeats']} runs after a warm-up", ""]
     for m in results.get("merged", []):
