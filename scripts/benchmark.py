@@ -59,6 +59,9 @@ VARIANTS = {
     "no gamma/beta fusion": ["perf.fuse_gamma_beta=false"],
     "no shared label features": ["perf.share_label_features=false"],
     "native conv gradients": ["perf.filter_gradient=native"],
+    # perf.filter_gradient=auto is native with oneDNN and swapped without: one of these two rows
+    # is the default's form
+    "swapped conv gradients": ["perf.filter_gradient=swapped"],
     "autodiff norm gradients": ["perf.closed_form_gradients=false"],
     "D input gradient for all channels": ["perf.split_discriminator_input=false"],
     "parallel inference": ["perf.sequential_inference=false"],

@@ -140,9 +140,9 @@ class LabelConv(StrEnum):
 class FilterGradient(StrEnum):
     """How conv kernel gradients are computed (``perf.filter_gradient``)."""
 
-    AUTO = "auto"  # swapped when no GPU is visible, native otherwise
+    AUTO = "auto"  # swapped on a CPU without oneDNN, native with a GPU or oneDNN
     NATIVE = "native"  # Conv2DBackpropFilter
-    SWAPPED = "swapped"  # one forward conv with batch and channels swapped (faster on CPU)
+    SWAPPED = "swapped"  # one forward conv with batch and channels swapped (Eigen CPUs)
 
 
 UPSAMPLING_LAYERS = {Upsampling.NORMAL: 5, Upsampling.MORE: 6, Upsampling.MOST: 7}

@@ -11,6 +11,7 @@ pieces (synchronized batch statistics, replica-identical spectral-norm vectors) 
 from __future__ import annotations
 
 import math
+import os
 import typing
 
 import keras
@@ -105,12 +106,31 @@ def upsample_nearest_2x(x):
 # --------------------------------------------------------------------------- convolutions
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its CPU kernels through oneDNN in this process.
+
+    TensorFlow decides it once per process: ``TF_ENABLE_ONEDNN_OPTS`` when set, otherwise by
+    CPU (on by default on the AVX-512 machines we measured, off on the AVX2 EPYC). The only
+    reader is private (``_pywrap_util_port.IsMklEnabled``); where it is missing, the variable
+    decides and unset counts as off.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower() in ("1", "true")
+
+
 def use_swapped_filter_gradient(mode) -> bool:
-    """Resolves ``filter_gradient``: ``auto`` is ``swapped`` when no GPU is visible (measured on
-    CPU, docs/performance.md) and ``native`` otherwise (cuDNN's own kernel gradient)."""
+    """Resolves ``filter_gradient``: ``auto`` is ``swapped`` on a CPU whose convs run on
+    TensorFlow's own (Eigen) kernels, and ``native`` with a GPU (cuDNN's backward kernels) or
+    with oneDNN, whose backward kernels are the faster ones: at ade20k's shapes they ran 1.5-5x
+    faster than the swapped and flipped forms, and the training iteration took 5.50 s native
+    against 7.77 s swapped (docs/benchmarks/conv_gradients.md, docs/performance.md). Without
+    oneDNN the swapped forms were 1.3-2.5x faster than the backward kernels."""
     mode = FilterGradient.parse(mode, "filter_gradient")
     if mode is FilterGradient.AUTO:
-        return not tf.config.list_logical_devices("GPU")
+        return not tf.config.list_logical_devices("GPU") and not onednn_enabled()
     return mode is FilterGradient.SWAPPED
 
 
@@ -120,8 +140,8 @@ def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
     dK[a, b, i, o] = sum_{n, h, w} xp[n, s*h + a, s*w + b, i] * dy[n, h, w, o] (xp: x
     zero-padded by ``padding``) is a VALID convolution of xp viewed as [i, H, W, n] with dy
     viewed as a [h, w, n, o] kernel dilated by the stride. The same products and sums as
-    ``Conv2DBackpropFilter`` in another order; on our CPU (TensorFlow's own conv kernels:
-    oneDNN is off there by default) it ran 1.3-1.9x faster than the kernel-gradient op.
+    ``Conv2DBackpropFilter`` in another order; on CPUs without oneDNN (TensorFlow's own conv
+    kernels) it ran 1.3-2.5x faster than the kernel-gradient op, with oneDNN 1.5-5x slower.
     """
     xt = tf.transpose(x, (3, 1, 2, 0))
     if dy.shape[0] == 1:  # batch 1: the kernel view is a free reshape
@@ -139,8 +159,9 @@ def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
 def _input_gradient_as_conv(x_shape, kernel_shape, strides, pad) -> bool:
     """Whether ``_flipped_input_gradient`` beats ``Conv2DBackpropInput`` for this layer.
 
-    Measured on the ade20k generator's shapes (docs/benchmarks/conv_gradients.md, from
-    scripts/bench_conv_gradients.py): TensorFlow's backward-data kernel ran 1.4-3.1x slower than
+    Used only with the swapped kernel gradient, i.e. without oneDNN. Measured on the ade20k
+    generator's shapes (docs/benchmarks/conv_gradients.md, from
+    scripts/bench_conv_gradients.py), oneDNN off: TensorFlow's backward-data kernel ran 1.4-3.1x slower than
     the equivalent forward conv from 64x64 up (11x for conv_img's 64 -> 3), but the forward
     form lost where the kernel is much bigger than the activations (8x8 at 1024 channels:
     flipping the kernel costs more than it saves) and where it would have 8x more input than
@@ -222,7 +243,8 @@ class TorchConv2D(keras.layers.Layer):
         init_gain: the reference's ``--init_variance``.
         filter_gradient: how the kernel gradient is computed: ``native``
             (``Conv2DBackpropFilter``), ``swapped`` (a forward conv with batch and channels
-            swapped, faster on CPU; the same sums) or ``auto`` (swapped without a GPU).
+            swapped, faster on CPU without oneDNN; the same sums) or ``auto`` (swapped
+            without a GPU and without oneDNN: ``use_swapped_filter_gradient``).
         **kwargs: standard ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
     """
 

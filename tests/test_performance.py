@@ -178,6 +178,36 @@ def test_input_gradient_rule_keeps_the_native_form_where_it_was_faster():
     assert _input_gradient_as_conv((1, 256, 256, 64), (3, 3, 64, 3), 1, "SAME")  # conv_img
 
 
+def test_auto_filter_gradient_follows_onednn(monkeypatch):
+    """``auto`` picks the swapped forms only on a CPU without oneDNN (measured: with oneDNN the
+    backward kernels are the faster ones); explicit modes are kept."""
+    import spade_tf.layers as layers
+
+    assert not tf.config.list_logical_devices("GPU")  # this suite runs on CPU
+    monkeypatch.setattr(layers, "onednn_enabled", lambda: True)
+    assert not layers.use_swapped_filter_gradient("auto")
+    assert layers.use_swapped_filter_gradient("swapped")
+    monkeypatch.setattr(layers, "onednn_enabled", lambda: False)
+    assert layers.use_swapped_filter_gradient("auto")
+    assert not layers.use_swapped_filter_gradient("native")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting,expected", [("0", False), ("1", True)])
+def test_onednn_enabled_reads_tensorflows_decision(setting, expected):
+    # TensorFlow fixes it per process from TF_ENABLE_ONEDNN_OPTS: a fresh process for each.
+    import os
+    import subprocess
+    import sys
+
+    code = ("from spade_tf.layers import onednn_enabled, use_swapped_filter_gradient; "
+            "print(onednn_enabled(), use_swapped_filter_gradient('auto'))")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300, check=True).stdout.split()
+    assert out == [str(expected), str(not expected)]
+
+
 @pytest.mark.parametrize("layer", ["batch", "affine_batch", "instance"])
 def test_closed_form_norm_gradient_equals_autodiff(float64, layer):
     """The norms' hand-written training gradient against differentiating the two-pass
