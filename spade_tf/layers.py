@@ -801,11 +801,19 @@ class LabelRegions(typing.NamedTuple):
         boundary: int32 [B, 3], (n, i, j) of every pixel whose 2·(K//2) neighbourhood holds
             another class, a nonzero non-one-hot channel (the instance edges) or the image border.
         worth: scalar bool, the regional form pays (boundary fraction < REGION_MAX_FRACTION).
+        taps: per tap of a KxK SAME conv (row-major), (rows [B, 1] int32, valid [B, 1] bool or
+            None): the row of the map flattened to [N*H*W, F] that the tap reads for each
+            boundary pixel, clamped into the map where the tap falls in the zero padding
+            (``valid`` False there; None for the centre tap). Computed once per resolution and
+            shared by every SPADE conv there: per conv they were 3/4 of the regional graph's
+            nodes, and the graph's size is process memory (about 15 KB per node once traced
+            and run: ``scripts/graph_memory.py``).
     """
 
     indices: tf.Tensor
     boundary: tf.Tensor
     worth: tf.Tensor
+    taps: tuple
 
 
 def label_regions(indices, extra=None, kernel_size=3, max_fraction=REGION_MAX_FRACTION):
@@ -839,7 +847,8 @@ def label_regions(indices, extra=None, kernel_size=3, max_fraction=REGION_MAX_FR
     uniform &= inside[None]
     boundary = tf.cast(tf.where(~uniform), tf.int32)
     fraction = tf.cast(tf.shape(boundary)[0], tf.float32) / tf.cast(tf.size(indices), tf.float32)
-    return LabelRegions(indices, boundary, fraction < max_fraction)
+    return LabelRegions(indices, boundary, fraction < max_fraction,
+                        _tap_rows(h, w, boundary, int(kernel_size)))
 
 
 def class_hidden_features(kernel, bias, onehot_channels):
@@ -850,31 +859,33 @@ def class_hidden_features(kernel, bias, onehot_channels):
     return ops.relu(tf.concat([rows, tf.zeros_like(rows[:1])], 0) + bias)
 
 
-def _tap_coordinates(hidden, boundary, k):
-    """Per tap of a KxK SAME conv, row by row of taps: [(coords [B, 3], valid [B, 1] or None)],
-    the pixel that tap reads for each boundary pixel. Outside the map (the zero padding) the
-    coordinate is clamped into it and ``valid`` is False: its row must count as zero."""
+def _tap_rows(h, w, boundary, k):
+    """``LabelRegions.taps`` for a KxK SAME conv on an [N, h, w, F] map at the pixels
+    ``boundary`` [B, 3] (n, i, j)."""
     p = k // 2
-    shape = tf.shape(hidden)
-    last_i, last_j = shape[1] - 1, shape[2] - 1
-    n, i0, j0 = boundary[:, 0], boundary[:, 1], boundary[:, 2]
-    rows = []
-    for a in range(k):
-        row = []
-        for b in range(k):
-            if a == p and b == p:
-                row.append((boundary, None))
-                continue
-            i, j = i0 + (a - p), j0 + (b - p)
-            valid = ((i >= 0) & (i <= last_i) & (j >= 0) & (j <= last_j))[:, None]
-            coords = tf.stack([n, tf.clip_by_value(i, 0, last_i), tf.clip_by_value(j, 0, last_j)], 1)
-            row.append((coords, valid))
-        rows.append(row)
-    return rows
+    n, i0, j0 = tf.unstack(boundary[..., None], axis=1)  # each [B, 1]: gather_nd's rows
+
+    def shifted(x, d, size):  # (x + d clamped into [0, size), valid or None)
+        if not d:
+            return x, None
+        y = x + d
+        return tf.clip_by_value(y, 0, size - 1), (y >= 0) & (y < size)
+
+    rows = [shifted(i0, d, h) for d in range(-p, p + 1)]
+    cols = [shifted(j0, d, w) for d in range(-p, p + 1)]
+    base = n * (h * w)
+    taps = []
+    for i, valid_i in rows:
+        row_base = base + i * w
+        for j, valid_j in cols:
+            valid = (valid_i if valid_j is None else valid_j if valid_i is None
+                     else valid_i & valid_j)
+            taps.append((row_base + j, valid))
+    return tuple(taps)
 
 
-def _masked(x, valid):
-    return x if valid is None else tf.where(valid, x, tf.zeros((), x.dtype))
+def _masked(x, valid, zero):
+    return x if valid is None else tf.where(valid, x, zero)
 
 
 def regional_conv(hidden, kernel, bias, class_hidden, regions):
@@ -896,8 +907,12 @@ def regional_conv(hidden, kernel, bias, class_hidden, regions):
         regions: ``LabelRegions`` of the label map at this resolution.
     """
     k = int(kernel.shape[0])
-    boundary = regions.boundary
+    if len(regions.taps) != k * k:
+        raise ValueError(f"regional_conv: the regions were found for {len(regions.taps)} taps, "
+                         f"the kernel has {k}x{k}")
+    boundary, taps = regions.boundary, regions.taps
     n_rows = int(class_hidden.shape[0])
+    features = int(hidden.shape[-1])
     # Each pixel reads one row of [class values; boundary values]: its class's row, or (on the
     # boundary) its own. One gather makes the output, with no dense copy for a scatter.
     rows_of = tf.tensor_scatter_nd_update(regions.indices, boundary,
@@ -907,13 +922,15 @@ def regional_conv(hidden, kernel, bias, class_hidden, regions):
     def conv(hidden, kernel, bias, class_hidden):
         tap_sum = tf.reduce_sum(kernel, axis=[0, 1])
         table = tf.matmul(class_hidden, tap_sum) + bias
+        flat = tf.reshape(hidden, (-1, features))  # a view: no copy
+        tap_kernels = tf.unstack(tf.reshape(kernel, (k * k, features, -1)))
+        zero = tf.zeros((), hidden.dtype)  # one node for every tap (the graph's size is memory)
         values = bias
-        for a, row in enumerate(_tap_coordinates(hidden, boundary, k)):
-            for b, (coords, valid) in enumerate(row):
-                # one tap at a time: left to itself the executor gathers all K*K at once
-                with tf.control_dependencies([values]):
-                    rows = _masked(tf.gather_nd(hidden, coords), valid)
-                values = values + tf.matmul(rows, kernel[a, b])
+        for (index, valid), tap_kernel in zip(taps, tap_kernels):
+            # one tap at a time: left to itself the executor gathers all K*K at once
+            with tf.control_dependencies([values]):
+                rows = _masked(tf.gather_nd(flat, index), valid, zero)
+            values = values + tf.matmul(rows, tap_kernel)
         out = tf.gather(tf.concat([table, values], 0), rows_of)
 
         def grad(dout):
@@ -923,23 +940,28 @@ def regional_conv(hidden, kernel, bias, class_hidden, regions):
             d_table, d_values = d_rows[:n_rows], d_rows[n_rows:]
             d_bias = tf.reduce_sum(d_table, 0) + tf.reduce_sum(d_values, 0)
             d_class_hidden = tf.matmul(d_table, tap_sum, transpose_b=True)
-            d_taps, d_hidden = [], None
-            for a, row in enumerate(_tap_coordinates(hidden, boundary, k)):
-                coords_row, updates_row = [], []
-                for b, (coords, valid) in enumerate(row):
-                    with tf.control_dependencies(d_taps[-1:] + ([d_hidden] if a else [])):
-                        rows = _masked(tf.gather_nd(hidden, coords), valid)
+            flat = tf.reshape(hidden, (-1, features))
+            tap_kernels = tf.unstack(tf.reshape(kernel, (k * k, features, -1)))
+            zero = tf.zeros((), hidden.dtype)
+            d_taps, d_flat = [], None
+            for a in range(k):  # one row of taps at a time: K scatters of K*B rows
+                index_row, updates_row = [], []
+                for (index, valid), tap_kernel in zip(taps[a * k:(a + 1) * k],
+                                                      tap_kernels[a * k:(a + 1) * k]):
+                    with tf.control_dependencies(d_taps[-1:] + ([d_flat] if a else [])):
+                        rows = _masked(tf.gather_nd(flat, index), valid, zero)
                     d_taps.append(tf.matmul(rows, d_values, transpose_a=True))
-                    updates_row.append(_masked(tf.matmul(d_values, kernel[a, b], transpose_b=True),
-                                               valid))
-                    coords_row.append(coords)
-                coords_row, updates_row = tf.concat(coords_row, 0), tf.concat(updates_row, 0)
-                d_hidden = (tf.scatter_nd(coords_row, updates_row, tf.shape(hidden))
-                            if d_hidden is None else
-                            tf.tensor_scatter_nd_add(d_hidden, coords_row, updates_row))
+                    updates_row.append(_masked(tf.matmul(d_values, tap_kernel, transpose_b=True),
+                                               valid, zero))
+                    index_row.append(index)
+                index_row = tf.concat(index_row, 0)
+                updates_row = tf.concat(updates_row, 0)
+                d_flat = (tf.scatter_nd(index_row, updates_row, tf.shape(flat))
+                          if d_flat is None else
+                          tf.tensor_scatter_nd_add(d_flat, index_row, updates_row))
             d_kernel = (tf.reshape(tf.stack(d_taps), kernel.shape)
                         + tf.matmul(class_hidden, d_table, transpose_a=True))
-            return d_hidden, d_kernel, d_bias, d_class_hidden
+            return tf.reshape(d_flat, tf.shape(hidden)), d_kernel, d_bias, d_class_hidden
 
         return out, grad
 
