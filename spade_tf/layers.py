@@ -689,6 +689,16 @@ def make_conv(spectral, filters, kernel_size, strides=1, padding=0, use_bias=Tru
 # --------------------------------------------------------------------------- label-map convs
 
 
+def _sizes(x):
+    """``x``'s dimensions: Python ints where static, scalar tensors where not. Static sizes
+    keep the traced graph small (a slice with constant bounds needs far fewer nodes than one
+    with computed bounds), and each node costs process memory (docs/benchmarks/graph_memory.md)."""
+    if all(d is not None for d in x.shape):
+        return list(x.shape)
+    shape = tf.shape(x)
+    return [d if d is not None else shape[i] for i, d in enumerate(x.shape)]
+
+
 def onehot_indices(onehot):
     """The hot channel of each pixel of a one-hot NHWC map, as int32 [N, H, W]; pixels where no
     channel is hot (all zeros) get the index C (a zero row in ``onehot_conv``'s tables)."""
@@ -718,12 +728,8 @@ def onehot_conv(indices, kernel, method="segment_sum"):
     table = tf.reshape(tf.pad(tf.reshape(kernel, (k * k, c, f)), [[0, 0], [0, 1], [0, 0]]),
                        (k * k * (c + 1), f))  # tap t, class j -> row t*(C+1) + j; j=C is zero
     padded = tf.pad(indices, [[0, 0], [p, p], [p, p]], constant_values=c)
-    shape = tf.shape(indices)
-    # Static sizes where known: a slice with constant bounds needs far fewer graph nodes than
-    # one with computed bounds, and each traced node costs process memory
-    # (docs/benchmarks/graph_memory.md).
-    h = indices.shape[1] if indices.shape[1] is not None else shape[1]
-    w = indices.shape[2] if indices.shape[2] is not None else shape[2]
+    sizes = _sizes(indices)
+    h, w = sizes[1], sizes[2]
     taps = [padded[:, i:i + h, j:j + w] + (i * k + j) * (c + 1) for i in range(k) for j in range(k)]
     if LabelConv.parse(method, "label_conv") is LabelConv.GATHER:
         y = tf.gather(table, taps[0])
@@ -743,7 +749,7 @@ def onehot_conv(indices, kernel, method="segment_sum"):
 
         return y, grad
 
-    return tf.reshape(lookup(table), tf.concat([shape, [f]], 0))
+    return tf.reshape(lookup(table), tf.stack([*sizes, f]))
 
 
 def _onehot_conv_table_gradient(indices, dy, k, c, f):
@@ -848,8 +854,7 @@ def label_regions(indices, extra=None, kernel_size=3, max_fraction=REGION_MAX_FR
     if extra is not None and int(extra.shape[-1]):
         e = tf.reduce_max(tf.abs(tf.cast(extra, tf.float32)), axis=-1, keepdims=True)
         uniform &= tf.equal(tf.nn.max_pool2d(e, win, 1, "SAME")[..., 0], 0.0)
-    shape = tf.shape(indices)
-    h, w = shape[1], shape[2]
+    _, h, w = _sizes(indices)
     rows = tf.range(h)
     cols = tf.range(w)
     inside = ((rows >= r) & (rows < h - r))[:, None] & ((cols >= r) & (cols < w - r))[None, :]
@@ -949,10 +954,7 @@ def regional_conv(hidden, kernel, bias, class_hidden, regions):
             d_table, d_values = d_rows[:n_rows], d_rows[n_rows:]
             d_bias = tf.reduce_sum(d_table, 0) + tf.reduce_sum(d_values, 0)
             d_class_hidden = tf.matmul(d_table, tap_sum, transpose_b=True)
-            flat = tf.reshape(hidden, (-1, features))
-            tap_kernels = tf.unstack(tf.reshape(kernel, (k * k, features, -1)))
-            zero = tf.zeros((), hidden.dtype)
-            d_taps, d_flat = [], None
+            d_taps, d_flat = [], None  # the forward's flat view, tap kernels and zero
             for a in range(k):  # one row of taps at a time: K scatters of K*B rows
                 index_row, updates_row = [], []
                 for (index, valid), tap_kernel in zip(taps[a * k:(a + 1) * k],
