@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Export benchmark: file sizes, export times, and batch-1 generator latency of the Keras model
-(inside tf.function), the reloaded SavedModel and every TFLite variant (ai-edge-litert, all
-threads), for the tiny, 128 px (synthscapes) and ade20k 256 px presets. Random weights: latency
-and size do not depend on training.
+(inside tf.function), the reloaded SavedModel and every TFLite variant (ai-edge-litert on every
+core; fp32 also on one thread, LiteRT's own default), for the tiny, 128 px (synthscapes) and
+ade20k 256 px presets. Random weights: latency and size do not depend on training.
 
     .venv/bin/python scripts/bench_export.py [--presets tiny synthscapes ade20k] [--repeats 5]
 
@@ -38,7 +38,7 @@ def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
     import tensorflow as tf
 
     from spade_tf.config import load_config
-    from spade_tf.export import GeneratorModule, TFLiteRunner, export_generator
+    from spade_tf.export import GeneratorModule, TFLiteRunner, available_cores, export_generator
     from spade_tf.networks import build_networks
 
     config = load_config(preset)
@@ -67,9 +67,14 @@ def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
     loaded = tf.saved_model.load(str(res.version_dir))
     sig = loaded.signatures["serving_default"]
     row["saved_model_s"] = median_seconds(lambda: sig(**tfeed)["image"].numpy(), repeats)
+    row["tflite_threads"] = available_cores()
     for variant, path in res.tflite.items():
-        runner = TFLiteRunner(path)
+        runner = TFLiteRunner(path)  # every core (LiteRT's own default is one thread)
         row[f"tflite_{variant}_s"] = median_seconds(lambda: runner(**feed), repeats)
+        if variant == "fp32":  # what LiteRT's default gives, for comparison with older runs
+            one = TFLiteRunner(path, num_threads=1)
+            row["tflite_fp32_1thread_s"] = median_seconds(lambda: one(**feed), repeats)
+            del one
         row[f"tflite_{variant}_mb"] = os.path.getsize(path) / 1e6
         row[f"tflite_{variant}_max_levels_vs_keras"] = res.report["tflite"][variant]["max_abs_levels_vs_keras"]
     return row
@@ -91,10 +96,11 @@ def main() -> None:
         for preset in args.presets:
             print(f"... {preset}", flush=True)
             rows.append(bench_preset(preset, args.repeats, variants, tmp))
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores (TFLite on {rows[0]['tflite_threads']} "
+          f"threads); python {platform.python_version()}, "
           f"tensorflow {tf.__version__}; batch 1, median of {args.repeats} after a warm-up\n")
     head = ["preset", "size", "G params", "Keras s", "SavedModel s"]
-    head += [f"TFLite {v} s" for v in variants]
+    head += [f"TFLite {v} s" for v in variants] + ["TFLite fp32, 1 thread s"]
     head += ["SavedModel MB"] + [f"{v} MB" for v in variants] + ["export s"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -102,6 +108,7 @@ def main() -> None:
         cells = [r["preset"], r["size"], f"{r['generator_params'] / 1e6:.1f}M", f"{r['keras_s']:.3f}",
                  f"{r['saved_model_s']:.3f}"]
         cells += [f"{r.get(f'tflite_{v}_s', float('nan')):.3f}" for v in variants]
+        cells += [f"{r.get('tflite_fp32_1thread_s', float('nan')):.3f}"]
         cells += [f"{r['saved_model_mb']:.1f}"] + [f"{r.get(f'tflite_{v}_mb', float('nan')):.1f}" for v in variants]
         cells += [f"{r['export_s']:.0f}"]
         print("| " + " | ".join(cells) + " |")

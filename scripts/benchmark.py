@@ -68,6 +68,7 @@ VARIANTS = {
     "no uniform regions": ["perf.uniform_regions=false"],
     "optimised, real label maps": [],
     "no uniform regions, real label maps": ["perf.uniform_regions=false"],
+    "low-memory allocator, real label maps": [],
     # the default config in a process that returns freed memory at once (spade-tf --low-memory,
     # spade_tf.memory.release_freed_memory): lower peak RSS, more page faults
     "low-memory allocator": [],
@@ -122,7 +123,7 @@ def _hwm_gb():
 
 def _allocator(variant):
     """The low-memory variant's allocator setting, before anything is built."""
-    if variant == LOW_MEMORY:
+    if variant.startswith(LOW_MEMORY):
         from spade_tf.memory import release_freed_memory
 
         if not release_freed_memory():
@@ -445,7 +446,8 @@ def markdown(results) -> str:
             cells = [f"{k.replace('tflite_', 'TFLite ').replace('_s', '')} {v:.3f} s"
                      for k, v in p.items() if k.endswith("_s") and not k.startswith("export")
                      and isinstance(v, float)]
-            out.append(f"- {p['preset']} ({p['size']}): " + ", ".join(cells))
+            threads = f"; TFLite on {p['tflite_threads']} threads" if "tflite_threads" in p else ""
+            out.append(f"- {p['preset']} ({p['size']}{threads}): " + ", ".join(cells))
         out.append("")
     fails = [r for r in rows if "failed" in r]
     for r in fails:

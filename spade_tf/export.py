@@ -404,8 +404,25 @@ def read_tflite_metadata(model: bytes | str | os.PathLike, name: str = "spade_tf
     return None
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class TFLiteRunner:
-    """Runs a spade-tf ``.tflite`` with ``ai-edge-litert``: named inputs in, uint8 image out."""
+    """Runs a spade-tf ``.tflite`` with ``ai-edge-litert``: named inputs in, uint8 image out.
+
+    Args:
+        model: the ``.tflite`` file, or its bytes.
+        num_threads: interpreter threads; default every core this process may use. LiteRT's
+            own default (``None``, i.e. -1) runs its XNNPACK delegate on ONE thread: the
+            ade20k fp32 generator then took 4.17 s here against 2.24 s with both cores, and
+            that default is what made TFLite look 1.8x slower than the SavedModel in the
+            earlier benchmark runs (docs/performance.md, TFLite).
+    """
 
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
@@ -415,6 +432,12 @@ class TFLiteRunner:
             model = Path(model).read_bytes()
         else:
             self.path = "<bytes>"
+        if num_threads is None:
+            num_threads = available_cores()
+        elif isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads={num_threads!r}: give a positive integer, or None "
+                             f"for every available core ({available_cores()})")
+        self.num_threads = num_threads
         self.metadata = read_tflite_metadata(model)
         self.interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner("serving_default")
