@@ -38,7 +38,7 @@ def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
     import tensorflow as tf
 
     from spade_tf.config import load_config
-    from spade_tf.export import GeneratorModule, TFLiteRunner, available_cores, export_generator
+    from spade_tf.export import GeneratorModule, TFLiteRunner, export_generator
     from spade_tf.networks import build_networks
 
     config = load_config(preset)
@@ -67,14 +67,13 @@ def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
     loaded = tf.saved_model.load(str(res.version_dir))
     sig = loaded.signatures["serving_default"]
     row["saved_model_s"] = median_seconds(lambda: sig(**tfeed)["image"].numpy(), repeats)
-    row["tflite_threads"] = available_cores()
     for variant, path in res.tflite.items():
         runner = TFLiteRunner(path)  # every core (LiteRT's own default is one thread)
+        row["tflite_threads"] = runner.num_threads
         row[f"tflite_{variant}_s"] = median_seconds(lambda: runner(**feed), repeats)
         if variant == "fp32":  # what LiteRT's default gives, for comparison with older runs
             one = TFLiteRunner(path, num_threads=1)
             row["tflite_fp32_1thread_s"] = median_seconds(lambda: one(**feed), repeats)
-            del one
         row[f"tflite_{variant}_mb"] = os.path.getsize(path) / 1e6
         row[f"tflite_{variant}_max_levels_vs_keras"] = res.report["tflite"][variant]["max_abs_levels_vs_keras"]
     return row
@@ -96,7 +95,7 @@ def main() -> None:
         for preset in args.presets:
             print(f"... {preset}", flush=True)
             rows.append(bench_preset(preset, args.repeats, variants, tmp))
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores (TFLite on {rows[0]['tflite_threads']} "
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores (TFLite on {rows[0].get('tflite_threads')} "
           f"threads); python {platform.python_version()}, "
           f"tensorflow {tf.__version__}; batch 1, median of {args.repeats} after a warm-up\n")
     head = ["preset", "size", "G params", "Keras s", "SavedModel s"]
