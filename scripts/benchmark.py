@@ -72,16 +72,21 @@ VARIANTS = {
     # the default config in a process that returns freed memory at once (spade-tf --low-memory,
     # spade_tf.memory.release_freed_memory): lower peak RSS, more page faults
     "low-memory allocator": [],
+    # the default config in a process that keeps TensorFlow's import-time library pages mapped
+    # (spade-tf --keep-library-pages); every other variant unmaps them, as the CLI does
+    "library pages kept": [],
     # the default config with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0 in the
     # worker's environment): TensorFlow turns them on by default on some CPUs (AVX-512 ones)
     "oneDNN off": [],
 }
 LOW_MEMORY = "low-memory allocator"
+PAGES_KEPT = "library pages kept"
 ONEDNN_OFF = "oneDNN off"
 # inference-mode variants of the batch-1 forward: the only option that acts in inference mode
 # alone, and the allocator setting
 REAL = [v for v in VARIANTS if v.endswith("real label maps")]
-FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, "no uniform regions", ONEDNN_OFF]
+FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, PAGES_KEPT, "no uniform regions",
+                    ONEDNN_OFF]
 TRAIN_ABLATION = [v for v in VARIANTS
                   if v not in ["optimised", "plain", "parallel inference"] + REAL]
 REAL_TRAIN_MAPS = 7  # training runs on real label maps: every third of the 21
@@ -121,13 +126,16 @@ def _hwm_gb():
     return None
 
 
-def _allocator(variant):
-    """The low-memory variant's allocator setting, before anything is built."""
-    if variant.startswith(LOW_MEMORY):
-        from spade_tf.memory import release_freed_memory
+def _process_memory(variant):
+    """The process's memory settings, after the imports and before anything is built: the
+    CLI's default (TensorFlow's import-time library pages unmapped, unless the variant keeps
+    them) and the low-memory variants' allocator setting (spade-tf --low-memory)."""
+    from spade_tf.memory import release_freed_memory, release_library_pages
 
-        if not release_freed_memory():
-            raise RuntimeError("the low-memory allocator setting needs glibc")
+    if variant.startswith(LOW_MEMORY) and not release_freed_memory():
+        raise RuntimeError("the low-memory allocator setting needs glibc")
+    if variant != PAGES_KEPT:
+        release_library_pages()
 
 
 def _median_s(fn, repeats, inputs=None):
@@ -250,7 +258,7 @@ def worker_forward(name, variant, batch, repeats):
     from spade_tf.networks import build_networks
     from spade_tf.semantics import to_semantics
 
-    _allocator(variant)
+    _process_memory(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + VARIANTS[variant])
     nets = build_networks(config, discriminator=False, encoder=False)
@@ -285,7 +293,7 @@ def worker_train(name, variant, repeats):
     from spade_tf.config import load_config
     from spade_tf.gan import GauGAN
 
-    _allocator(variant)
+    _process_memory(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + ["train.batch_size=1"] + VARIANTS[variant])
     xs = _real_inputs(config, 1, REAL_TRAIN_MAPS) if variant in REAL else [_inputs(config, 1)]

@@ -303,6 +303,11 @@ def cmd_request(args) -> int:
     return 0
 
 
+# the commands that build models (and import TensorFlow): they release the import's library pages
+MODEL_COMMANDS = frozenset({"import-official", "train", "train-segmenter", "evaluate", "export",
+                            "synthesize"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spade-tf",
@@ -314,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "peak RSS (ade20k inference: 1.23-1.24 instead of 1.34-1.43 GB), but "
                              "more page faults (that forward 4-23%% slower in our runs); put it "
                              "before the command")
+    parser.add_argument("--keep-library-pages", action="store_true",
+                        help="keep TensorFlow's import-time code mapped. By default the commands "
+                             "that build models unmap the clean library pages that the import "
+                             "touched (0.26 GB less peak RSS for ade20k, no measurable time; "
+                             "spade_tf.memory.release_library_pages)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("config", help="print a resolved config (preset or file plus overrides)",
@@ -506,6 +516,14 @@ def main(argv=None) -> int:
         if not release_freed_memory():
             print("spade-tf: --low-memory needs glibc's malloc (Linux); it has no effect here",
                   file=sys.stderr)
+    if args.command in MODEL_COMMANDS and not args.keep_library_pages:
+        import keras  # noqa: F401  (the imports whose pages are released)
+        import tensorflow  # noqa: F401
+
+        from spade_tf.memory import release_library_pages
+
+        released = release_library_pages()
+        logging.getLogger("spade_tf").info("unmapped %.2f GB of library pages", released / 1e9)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError, TypeError,

@@ -72,3 +72,117 @@ def test_cli_flag_applies_the_setting(monkeypatch, capsys):
     assert main(["config", "--config", "tiny"]) == 0
     assert calls == [1]
     capsys.readouterr()
+
+
+# --- release_library_pages: TensorFlow's import-time code pages ---
+
+SMAPS = textwrap.dedent("""\
+    7f0000000000-7f0000004000 r-xp 00000000 08:01 11 /opt/lib/libgood.so.2
+    Rss:                  12 kB
+    Anonymous:             0 kB
+    Locked:                0 kB
+    7f0000004000-7f0000005000 rw-p 00004000 08:01 11 /opt/lib/libgood.so.2
+    Rss:                   4 kB
+    Anonymous:             4 kB
+    Locked:                0 kB
+    7f0000005000-7f0000006000 r--p 00005000 08:01 11 /opt/lib/libgood.so.2
+    Rss:                   4 kB
+    Anonymous:             4 kB
+    Locked:                0 kB
+    7f0000006000-7f0000008000 r--p 00000000 08:01 12 /opt/lib/mod.cpython-311-x86_64-linux-gnu.so
+    Rss:                   8 kB
+    Anonymous:             0 kB
+    Locked:                0 kB
+    7f0000008000-7f0000009000 r--p 00000000 08:01 13 /opt/lib/libgone.so (deleted)
+    Rss:                   4 kB
+    Anonymous:             0 kB
+    Locked:                0 kB
+    7f0000009000-7f000000a000 r--p 00000000 08:01 14 /data/weights.bin
+    Rss:                   4 kB
+    Anonymous:             0 kB
+    Locked:                0 kB
+    7f000000a000-7f000000b000 r-xp 00000000 08:01 15 /opt/lib/liblocked.so
+    Rss:                   4 kB
+    Anonymous:             0 kB
+    Locked:                4 kB
+    7f000000b000-7f000000c000 r-xp 00000000 08:01 16 /opt/lib/libcold.so
+    Rss:                   0 kB
+    Anonymous:             0 kB
+    Locked:                0 kB
+    7f000000c000-7f000000d000 r-xp 00000000 08:01 17 /opt/lib/libnofields.so
+    7f000000d000-7f000000e000 rw-p 00000000 00:00 0
+    Rss:                   4 kB
+    Anonymous:             4 kB
+    7ffd00000000-7ffd00001000 r-xp 00000000 00:00 0 [vdso]
+    Rss:                   4 kB
+    Anonymous:             0 kB
+""")
+
+
+def test_only_clean_read_only_library_mappings_are_chosen():
+    from spade_tf.memory import _library_mappings
+
+    chosen = _library_mappings(SMAPS)
+    # not: the writable data, the relocated (copy-on-write) read-only part, a deleted file, a
+    # data file, locked pages, nothing resident, unknown fields, anonymous memory, the vdso
+    assert chosen == [
+        (0x7f0000000000, 0x7f0000004000, "/opt/lib/libgood.so.2", 12 * 1024),
+        (0x7f0000006000, 0x7f0000008000, "/opt/lib/mod.cpython-311-x86_64-linux-gnu.so", 8192),
+    ]
+
+
+# Imports TensorFlow, runs a conv, unmaps the library pages, runs it again: the resident file
+# pages fall, and the results are the same bytes.
+RELEASE_PROBE = textwrap.dedent("""
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np
+    import tensorflow as tf
+    from spade_tf.memory import release_library_pages
+
+    def rss_file():
+        for line in open("/proc/self/status"):
+            if line.startswith("RssFile"):
+                return int(line.split()[1]) * 1024
+
+    x = tf.random.stateless_normal((1, 32, 32, 8), seed=(1, 2))
+    k = tf.random.stateless_normal((3, 3, 8, 16), seed=(3, 4))
+    before = tf.nn.conv2d(x, k, 1, "SAME").numpy()
+    file_before = rss_file()
+    released = release_library_pages()
+    file_after = rss_file()
+    after = tf.nn.conv2d(x, k, 1, "SAME").numpy()
+    print(json.dumps({"released": released, "file_before": file_before,
+                      "file_after": file_after, "same": bool(np.array_equal(before, after))}))
+""")
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/smaps (Linux only)")
+def test_library_pages_are_unmapped_and_the_process_computes_the_same():
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True,
+                         check=True).stdout
+    import json
+
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["same"], "a conv gave other numbers after the library pages were unmapped"
+    # TensorFlow's import alone maps about 0.3 GB of library pages
+    assert r["released"] > 100e6, r
+    assert r["file_before"] - r["file_after"] > 0.8 * r["released"], r
+
+
+def test_cli_releases_library_pages_for_model_commands_only(monkeypatch, capsys, tmp_path):
+    import spade_tf.memory
+    from spade_tf.cli import MODEL_COMMANDS, main
+
+    calls = []
+    monkeypatch.setattr(spade_tf.memory, "release_library_pages", lambda: calls.append(1) or 0)
+    missing = ["synthesize", "--model", str(tmp_path / "none"), "--labels", str(tmp_path),
+               "--out", str(tmp_path / "out")]
+    assert "synthesize" in MODEL_COMMANDS
+    assert main(missing) == 1  # the model is missing, after the release
+    assert calls == [1]
+    assert main(["--keep-library-pages", *missing]) == 1
+    assert calls == [1]
+    assert main(["config", "--config", "tiny"]) == 0  # no model, no TensorFlow needed
+    assert calls == [1]
+    capsys.readouterr()
