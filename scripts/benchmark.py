@@ -342,8 +342,8 @@ def worker_data(name, repeats):
             "pairs_per_s": statistics.median(rates), "rates": rates}
 
 
-def run_worker(args_list, timeout=3000):
-    cmd = [sys.executable, __file__, "--worker", json.dumps(args_list)]
+def run_worker(args_list, repeats, timeout=3000):
+    cmd = [sys.executable, __file__, "--worker", json.dumps(args_list), "--repeats", str(repeats)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if len(args_list) > 2 and args_list[2] == ONEDNN_OFF:
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
@@ -562,8 +562,8 @@ def main() -> None:
                             if proc.returncode == 0 else
                             {"kind": "tflite_export", "args": job, "failed": proc.stderr[-1500:]})
             continue
-        rows.append(dict(run_worker(job), kind=job[0]) if job[0] != "matmul" else
-                    {"kind": "matmul", **run_worker(job)})
+        rows.append(dict(run_worker(job, args.repeats), kind=job[0]) if job[0] != "matmul" else
+                    {"kind": "matmul", **run_worker(job, args.repeats)})
     results = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
                "official": {f"{k[0]}/{k[1]}": v for k, v in OFFICIAL.items()},
                "targets": {f"{k[0]}/{k[1]}": v for k, v in TARGETS.items()}}

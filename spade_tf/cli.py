@@ -316,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     parser.add_argument("--low-memory", action="store_true",
                         help="return freed tensor memory to the system at once (glibc): a lower "
-                             "peak RSS (ade20k inference: 1.23-1.24 instead of 1.34-1.43 GB), but "
-                             "more page faults (that forward 4-23%% slower in our runs); put it "
-                             "before the command")
+                             "peak RSS (ade20k inference: 1.00 instead of 1.11 GB), but more page "
+                             "faults (that forward 4-23%% slower in our runs); put it before the "
+                             "command")
     parser.add_argument("--keep-library-pages", action="store_true",
                         help="keep TensorFlow's import-time code mapped. By default the commands "
                              "that build models unmap the clean library pages that the import "

@@ -604,3 +604,27 @@ def test_xla_training_uses_gather_lookups():
     assert not effective_perf(xla).uniform_regions  # data-dependent shapes
     g = build_networks(xla, discriminator=False).generator
     assert g.label_conv == "gather" and not g.uniform_regions
+
+
+@pytest.mark.slow
+def test_benchmark_script_times_the_requested_number_of_runs(tmp_path):
+    """scripts/benchmark.py end to end on the tiny forward: every measurement runs in a worker
+    process, which must get --repeats (it once ran 3 whatever was asked, under a header saying
+    otherwise)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(script), "--only", "forward", "--forward", "tiny",
+                    "--batches", "1", "--plain", "", "--ablation", "", "--real", "",
+                    "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "b.md")],
+                   check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.read_text())
+    [row] = [r for r in result["rows"] if r["kind"] == "forward"]
+    assert "failed" not in row, row.get("failed")
+    assert result["repeats"] == 2
+    assert len(row["times_s"]) == 2, row["times_s"]
+    assert "medians of 2 runs" in (tmp_path / "b.md").read_text()
