@@ -4,8 +4,8 @@ default (TensorFlow's import-time library pages unmapped, ``spade_tf.memory.rele
 with those pages kept (``spade-tf --keep-library-pages``), and with the low-memory allocator
 setting on top of the default (``spade-tf --low-memory``, ``spade_tf.memory.release_freed_memory``).
 
-benchmark.py reads the peak after a warm-up and 3 timed calls. With the default allocator the
-peak keeps growing over the calls (freed blocks stay in the heap), so this runs more calls and
+benchmark.py reads the peak after a warm-up and 3 timed calls. With glibc's default allocator
+the peak can grow over the calls (freed blocks stay in the heap), so this runs more calls and
 prints, for each: wall time, user and system CPU time, minor page faults, RSS after the call
 and the peak so far. Each setting runs in its own process (peak RSS is per process).
 
