@@ -1,13 +1,14 @@
-"""Process memory: a lower peak RSS by returning freed tensor memory to the system at once.
+"""Process memory: a lower peak RSS, by returning freed tensor memory to the system at once and by
+unmapping the library pages that TensorFlow's import touched and no longer runs.
 
 TensorFlow's CPU tensors come from the C allocator (glibc's malloc on Linux). glibc serves a
 block of 128 KiB or more with its own ``mmap``, and gives it back on ``free``; but each time
 such a block is freed it raises that threshold to the block's size (up to 32 MiB), so from the
 first forward pass on, the generator's activations (up to 34 MB each at 256x256) come from the
 heap, where freed blocks stay part of the process until they happen to lie at its top. The
-peak RSS then grows with the calls: for the ade20k generator, 1.34 GB after the first call, 1.37
-after 4 and 1.43 after 10 (docs/benchmarks/inference_memory.md), above about 0.62 GB of live
-tensors and 0.56 GB of TensorFlow's import.
+peak RSS then grows with the calls: for the ade20k generator (library pages kept, below), 1.34
+GB after the first call, 1.37 after 4 and 1.43 after 10 (an earlier run), above about 0.62 GB of
+live tensors and 0.56 GB of TensorFlow's import.
 
 Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``, the same as ``MALLOC_MMAP_THRESHOLD_`` in
 the environment) stops the raising: every large block is mapped and unmapped, and the peak RSS
@@ -45,6 +46,10 @@ _SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
 _MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
 
 
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def release_freed_memory(threshold_bytes: int = DEFAULT_THRESHOLD) -> bool:
     """Fixes glibc's mmap threshold, so that freed blocks of ``threshold_bytes`` or more go
     back to the system at once (see the module docstring).
@@ -59,7 +64,7 @@ def release_freed_memory(threshold_bytes: int = DEFAULT_THRESHOLD) -> bool:
                          f"{MAX_MMAP_THRESHOLD} (glibc's maximum)")
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _libc()
     if not hasattr(libc, "mallopt"):
         return False
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -110,7 +115,7 @@ def release_library_pages() -> int:
             mappings = _library_mappings(f.read())
     except OSError:
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     if not hasattr(libc, "madvise"):
         return 0
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
