@@ -317,12 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--low-memory", action="store_true",
                         help="return freed tensor memory to the system at once (glibc): a lower "
                              "peak RSS (ade20k inference: 1.00 instead of 1.11 GB), but more page "
-                             "faults (that forward 4-23%% slower in our runs); put it before the "
+                             "faults (that forward 1-23%% slower in our runs); put it before the "
                              "command")
     parser.add_argument("--keep-library-pages", action="store_true",
                         help="keep TensorFlow's import-time code mapped. By default the commands "
                              "that build models unmap the clean library pages that the import "
-                             "touched (0.26 GB less peak RSS for ade20k, no measurable time; "
+                             "touched (0.27-0.28 GB less peak RSS for ade20k, no measurable time; "
                              "spade_tf.memory.release_library_pages)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
