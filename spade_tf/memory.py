@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import platform
 import re
 
@@ -111,7 +110,7 @@ def release_library_pages() -> int:
     if platform.system() != "Linux":
         return 0
     try:
-        with open(f"/proc/{os.getpid()}/smaps") as f:
+        with open("/proc/self/smaps") as f:
             mappings = _library_mappings(f.read())
     except OSError:
         return 0

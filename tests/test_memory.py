@@ -7,6 +7,7 @@ with the setting it gives the block back.
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -161,8 +162,6 @@ RELEASE_PROBE = textwrap.dedent("""
 def test_library_pages_are_unmapped_and_the_process_computes_the_same():
     out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True,
                          check=True).stdout
-    import json
-
     r = json.loads(out.strip().splitlines()[-1])
     assert r["same"], "a conv gave other numbers after the library pages were unmapped"
     # TensorFlow's import alone maps about 0.3 GB of library pages
