@@ -518,7 +518,7 @@ def main() -> None:
         print(json.dumps(fn(*rest, args.repeats) if kind != "matmul" else fn(args.repeats)))
         return
 
-    from tqdm import tqdm
+    from spade_tf.progress import progress
 
     parts = set(args.only.split(","))
     plain = set(filter(None, args.plain.split(",")))
@@ -549,7 +549,7 @@ def main() -> None:
     if "data" in parts:
         jobs += [["data", "synthscapes"], ["data", "coco_stuff_sample"]]
     rows = []
-    bar = tqdm(jobs + ([["tflite"]] if "tflite" in parts else []), desc="benchmark", unit="run")
+    bar = progress(jobs + ([["tflite"]] if "tflite" in parts else []), desc="benchmark", unit="run")
     for job in bar:
         bar.set_postfix_str(" ".join(map(str, job)))
         if job[0] == "tflite":

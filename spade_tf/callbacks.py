@@ -126,18 +126,69 @@ class StepLog(keras.callbacks.Callback):
 
 
 class Limits(keras.callbacks.Callback):
-    """Stops after ``max_steps`` steps in all, or after ``max_minutes`` of this process."""
+    """Stops after ``max_steps`` steps in all, or after ``max_minutes`` of this process, and
+    says so when that cuts an epoch short (Keras' bar would show the epoch as complete)."""
 
     def __init__(self, max_steps=None, max_minutes=None):
         super().__init__()
         self.max_steps = max_steps
         self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+        self.steps_in_epoch = 0
+        self.reason = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps_in_epoch = 0
 
     def on_train_batch_end(self, batch, logs=None):
+        self.steps_in_epoch = batch + 1
         if self.max_steps is not None and _step(self.model) >= self.max_steps:
-            self.model.stop_training = True
+            self.model.stop_training, self.reason = True, "train.max_steps"
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.model.stop_training = True
+            self.model.stop_training, self.reason = True, "train.max_minutes"
+
+    def on_epoch_end(self, epoch, logs=None):
+        planned = (self.params or {}).get("steps")
+        if self.reason and planned and self.steps_in_epoch < planned:
+            print(f"epoch {epoch + 1} cut short by {self.reason}: it ran {self.steps_in_epoch} of "
+                  f"{planned} steps", flush=True)
+
+
+class LineProgress(keras.callbacks.Callback):
+    """Training progress as plain lines, for sinks that are not a terminal (CI logs, ``tee``):
+    one line every ``every_seconds`` and at the end of each epoch, instead of Keras' bar."""
+
+    def __init__(self, total_steps: int, every_seconds: float = 30.0):
+        super().__init__()
+        self.total_steps = int(total_steps)
+        self.every = float(every_seconds)
+        self.last = self.start = None
+        self.step0 = 0
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last = time.monotonic()
+        self.step0 = _step(self.model)
+
+    def _line(self, epoch_text, logs):
+        step = _step(self.model)
+        elapsed = time.monotonic() - self.start
+        rate = (elapsed / (step - self.step0)) if step > self.step0 else float("nan")
+        losses = " ".join(f"{k} {float(v):.3f}" for k, v in (logs or {}).items()
+                          if np.ndim(v) == 0 or np.size(v) == 1)
+        print(f"step {step}/{self.total_steps} ({epoch_text}): {losses}; {rate:.2f} s/step",
+              flush=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line(f"epoch {self.epoch + 1}", logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last = time.monotonic()
+        self._line(f"end of epoch {epoch + 1}", logs)
 
 
 class TrainingMonitor(keras.callbacks.Callback):

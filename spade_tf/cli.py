@@ -1,11 +1,18 @@
-"""``spade-tf``: the command line. Every command is a thin wrapper over a library function."""
+"""``spade-tf``: the command line. Every command is a thin wrapper over a library function.
+
+Errors in what the user gave (data, config, inputs, files) end the command with one line on
+stderr, naming the file, the field and the value, and exit status 2 (``-v`` adds the
+traceback). Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import sys
+import traceback
 
 # Quiet TensorFlow's C++ start-up banner unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,45 +30,20 @@ def cmd_config(args) -> int:
     import yaml
 
     from spade_tf.config import config_to_dict, load_config
+    from spade_tf.perf import describe_perf
 
     config = load_config(args.config, args.overrides)
     sys.stdout.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    sys.stdout.write(describe_perf(config))
     m = config.model
     print(f"# semantic channels: {m.semantic_channels}; latent (sh, sw): {m.latent_hw}; "
           f"output (H, W): {m.output_hw}")
     return 0
 
 
-def import_official(generator, out, *, discriminator=None, encoder=None, opt_file=None,
-                    config=None, overrides=(), overwrite=False):
-    """Reads official ``.pth`` (or ``.npz``) state dicts and writes a spade-tf checkpoint folder.
-
-    Returns ``(networks, config, out_path)``.
-    """
-    from spade_tf.config import apply_overrides, load_config
-    from spade_tf.convert import (config_from_official, from_official, parse_opt_file,
-                                  read_state_dict)
-    from spade_tf.networks import save_networks
-
-    if (opt_file is None) == (config is None):
-        raise ValueError("give exactly one of --opt-file (the official opt.txt) or --config")
-    if opt_file is not None:
-        cfg = apply_overrides(config_from_official(parse_opt_file(opt_file)), overrides)
-    else:
-        cfg = load_config(config, overrides)
-    state = {"netG": read_state_dict(generator)} if generator else {}
-    if discriminator:
-        state["netD"] = read_state_dict(discriminator)
-    if encoder:
-        state["netE"] = read_state_dict(encoder)
-    if not state:
-        raise ValueError("nothing to import: give --generator and/or --discriminator / --encoder")
-    nets = from_official(state, cfg)
-    path = save_networks(nets, cfg, out, overwrite=overwrite)
-    return nets, cfg, path
-
-
 def cmd_import_official(args) -> int:
+    from spade_tf.convert import import_official
+
     nets, cfg, path = import_official(
         args.generator, args.out, discriminator=args.discriminator, encoder=args.encoder,
         opt_file=args.opt_file, config=args.config, overrides=args.overrides,
@@ -124,6 +106,19 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def without_workers_flag(argv: list[str]) -> list[str]:
+    """``argv`` without ``--workers N`` / ``--workers=N`` (what each worker is started with)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
 def launch_local_workers(argv: list[str], workers: int, env=None) -> int:
     """Starts ``workers`` processes of ``spade-tf train`` on this machine, each with a TF_CONFIG
     for a MultiWorkerMirroredStrategy cluster on 127.0.0.1; returns the worst exit code."""
@@ -136,7 +131,7 @@ def launch_local_workers(argv: list[str], workers: int, env=None) -> int:
     for i in range(workers):
         worker_env = dict(os.environ if env is None else env)
         worker_env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen([sys.executable, "-m", "spade_tf.cli", *argv], env=worker_env))
+        procs.append(subprocess.Popen([sys.executable, "-m", "spade_tf", *argv], env=worker_env))
     codes = []
     try:
         codes = [p.wait() for p in procs]
@@ -159,10 +154,7 @@ def cmd_train(args) -> int:
         overrides.append(f"train.max_minutes={args.max_minutes}")
     config = load_config(args.config, overrides)
     if args.workers and args.workers > 1:
-        argv = list(sys.argv[1:])
-        i = argv.index("--workers")
-        del argv[i:i + 2]
-        return launch_local_workers(argv, args.workers)
+        return launch_local_workers(without_workers_flag(args.argv), args.workers)
     if args.dry_run:
         from spade_tf.data.pipeline import steps_per_epoch
         from spade_tf.networks import build_networks
@@ -187,8 +179,8 @@ def cmd_train(args) -> int:
         task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
         chief = task.get("index", 0) == 0
     result = train(config, args.workdir, strategy=strategy, resume_from=args.resume_from,
-                   command=["spade-tf", *sys.argv[1:]], chief=chief,
-                   verbose=1 if chief and sys.stdout.isatty() else 2)
+                   command=["spade-tf", *args.argv], chief=chief,
+                   verbose=(1 if sys.stdout.isatty() else 2) if chief else 0)
     if result.interrupted:
         return 143 if result.interrupted == "SIGTERM" else 130
     return 0
@@ -303,7 +295,7 @@ def cmd_request(args) -> int:
     return 0
 
 
-# the commands that build models (and import TensorFlow): they release the import's library pages
+# the commands that build models (and import TensorFlow): --release-library-pages acts on them
 MODEL_COMMANDS = frozenset({"import-official", "train", "train-segmenter", "evaluate", "export",
                             "synthesize"})
 
@@ -313,17 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spade-tf",
         description="SPADE / GauGAN semantic image synthesis in TensorFlow / Keras "
                     "(number for number with NVlabs/SPADE).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="more logging, and the full traceback of an error")
     parser.add_argument("--low-memory", action="store_true",
                         help="return freed tensor memory to the system at once (glibc): a lower "
                              "peak RSS (ade20k inference: 1.00 instead of 1.11 GB), but more page "
                              "faults (that forward 1-23%% slower in our runs); put it before the "
                              "command")
-    parser.add_argument("--keep-library-pages", action="store_true",
-                        help="keep TensorFlow's import-time code mapped. By default the commands "
-                             "that build models unmap the clean library pages that the import "
-                             "touched (0.27-0.28 GB less peak RSS for ade20k, no measurable time; "
-                             "spade_tf.memory.release_library_pages)")
+    parser.add_argument("--release-library-pages", action="store_true",
+                        help="unmap the clean pages of TensorFlow's shared libraries that its "
+                             "import touched (the kernel reads them back if needed). It frees no "
+                             "memory a tensor can use; it lowers the process's peak RSS by about "
+                             "0.27 GB (ade20k), which matters only where RSS itself is limited; "
+                             "put it before the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("config", help="print a resolved config (preset or file plus overrides)",
@@ -502,9 +496,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error_types() -> tuple:
+    """Exceptions that mean bad input (data, config, files), not a bug. TensorFlow's op errors
+    count when they carry one of ours from inside a tf.data or py_function step."""
+    types = [ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+             IsADirectoryError, PermissionError, ImportError, FloatingPointError]
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        types.append(tf.errors.OpError)
+    return tuple(types)
+
+
+_INNER_ERROR = re.compile(r"(?:DataError|ValueError|InvalidArgumentError|FileNotFoundError)"
+                          r":\s*(.+)")
+
+
+def error_line(e: BaseException) -> str | None:
+    """The one line to show for a user error, or None when ``e`` is not one. A TensorFlow
+    op error is shown by the message of ours that it wraps (a tf.data step's DataError, a
+    label id checked in the graph), without TensorFlow's traceback text around it."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(e, tf.errors.OpError):
+        text = e.message or str(e)
+        inner = [m.group(1).strip() for m in _INNER_ERROR.finditer(text)]
+        ours = [t for t in inner if not t.startswith(("{{", "Traceback"))]
+        if not ours:
+            return None
+        line = ours[-1]
+    else:
+        line = str(e).strip() or type(e).__name__
+    # one line: the first line of a multi-line message, then a count of what is left out
+    lines = [x for x in line.splitlines() if x.strip()]
+    first = lines[0] if lines else line
+    return first + (f" (and {len(lines) - 1} more line(s); -v shows all)" if len(lines) > 1 else "")
+
+
 def main(argv=None) -> int:
+    """Runs ``spade-tf`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
@@ -516,7 +548,7 @@ def main(argv=None) -> int:
         if not release_freed_memory():
             print("spade-tf: --low-memory needs glibc's malloc (Linux); it has no effect here",
                   file=sys.stderr)
-    if args.command in MODEL_COMMANDS and not args.keep_library_pages:
+    if args.command in MODEL_COMMANDS and args.release_library_pages:
         import keras  # noqa: F401  (the imports whose pages are released)
         import tensorflow  # noqa: F401
 
@@ -526,11 +558,14 @@ def main(argv=None) -> int:
         logging.getLogger("spade_tf").info("unmapped %.2f GB of library pages", released / 1e9)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, TypeError,
-            FloatingPointError) as e:
-        # DataError is a ValueError: bad data names its file.
-        print(f"spade-tf {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except _user_error_types() as e:
+        line = error_line(e)
+        if line is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"spade-tf {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,7 +65,7 @@ class SpadeNorm(StrEnum):
     INSTANCE = "instance"  # spadeinstance3x3
 
 
-class LayerNorm(StrEnum):
+class NormLayer(StrEnum):
     """Normalization after a spectral-norm conv in D and E (``--norm_D``/``--norm_E`` minus 'spectral')."""
 
     INSTANCE = "instance"
@@ -129,6 +129,7 @@ class Preprocess(StrEnum):
 class LabelConv(StrEnum):
     """How SPADE's first convolution reads the one-hot label map (``perf.label_conv``)."""
 
+    AUTO = "auto"  # segment_sum on a CPU; dense on a GPU and under XLA (spade_tf.perf)
     DENSE = "dense"  # the reference's form: a KxK conv over every one-hot channel
     # A KxK conv of a one-hot map is a sum of K*K rows of the kernel, one per tap, picked by the
     # class under that tap: embedding lookups instead of multiply-adds. Both are exact for
@@ -140,9 +141,35 @@ class LabelConv(StrEnum):
 class FilterGradient(StrEnum):
     """How conv kernel gradients are computed (``perf.filter_gradient``)."""
 
-    AUTO = "auto"  # swapped on a CPU without oneDNN, native with a GPU or oneDNN
+    AUTO = "auto"  # swapped on a CPU without oneDNN; native with oneDNN, on a GPU, under XLA
     NATIVE = "native"  # Conv2DBackpropFilter
     SWAPPED = "swapped"  # one forward conv with batch and channels swapped (Eigen CPUs)
+
+
+class Toggle(StrEnum):
+    """An optimisation that is on, off, or chosen for the device at run time (``auto``).
+
+    YAML's true / false (and on / off) are accepted for ON / OFF, so configs written before
+    ``auto`` existed load unchanged. An unresolved ``auto`` has no truth value: the layers only
+    ever see a config resolved by ``spade_tf.perf.resolve_perf``."""
+
+    AUTO = "auto"
+    ON = "true"
+    OFF = "false"
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "") -> "Toggle":
+        if isinstance(value, bool):
+            return cls.ON if value else cls.OFF
+        if isinstance(value, str) and value.strip().lower() in ("on", "yes", "true", "off", "no", "false"):
+            return cls.ON if value.strip().lower() in ("on", "yes", "true") else cls.OFF
+        return super().parse(value, where)
+
+    def __bool__(self) -> bool:
+        if self is Toggle.AUTO:
+            raise ValueError("an 'auto' perf option was used before spade_tf.perf.resolve_perf "
+                             "resolved it for the device")
+        return self is Toggle.ON
 
 
 UPSAMPLING_LAYERS = {Upsampling.NORMAL: 5, Upsampling.MORE: 6, Upsampling.MOST: 7}
@@ -168,9 +195,9 @@ class ModelConfig:
     spade_kernel_size: int = 3  # the KxK of --norm_G (spade...3x3)
     spade_hidden_filters: int = 128  # nhidden, hard-coded to 128 in the reference
     disc_spectral: bool = True  # 'spectral' prefix of --norm_D (the reference requires it)
-    disc_norm: LayerNorm = LayerNorm.INSTANCE  # --norm_D after 'spectral' (spectralinstance)
+    disc_norm: NormLayer = NormLayer.INSTANCE  # --norm_D after 'spectral' (spectralinstance)
     encoder_spectral: bool = True  # 'spectral' prefix of --norm_E
-    encoder_norm: LayerNorm = LayerNorm.INSTANCE  # --norm_E after 'spectral' (spectralinstance)
+    encoder_norm: NormLayer = NormLayer.INSTANCE  # --norm_E after 'spectral' (spectralinstance)
     use_vae: bool = False  # --use_vae: generator starts from z, with the ConvEncoder
     z_dim: int = 256  # --z_dim: latent size (the reference's encoder hard-codes 256)
     init_type: InitType = InitType.XAVIER  # --init_type
@@ -316,33 +343,43 @@ class ExportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PerfConfig:
-    """How the networks compute, not what: every option gives the same numbers to float rounding
-    (tests/test_performance.py), and checkpoints are the same whichever is chosen."""
+    """How the networks compute, not what: every form gives the same numbers to float rounding
+    (tests/test_kernels.py, tests/test_performance.py), and checkpoints are the same whichever
+    is chosen. Not part of a model: layers take it as one ``perf`` argument that their
+    ``get_config`` leaves out, like Keras' ``flash_attention``.
 
-    # SPADE's first conv on the one-hot map (segment_sum becomes gather under train.jit_compile:
-    # XLA has no SparseSegmentSum)
-    label_conv: LabelConv = LabelConv.SEGMENT_SUM
-    fuse_gamma_beta: bool = True  # each SPADE's gamma and beta convs as one conv with 2C outputs
+    ``auto`` (every default) is resolved per device by ``spade_tf.perf.resolve_perf``: on a CPU
+    the forms measured faster there (docs/performance.md), on a GPU and under XLA the plain
+    forms (cuDNN convolutions, standard gradients) until a GPU benchmark shows otherwise."""
+
+    # SPADE's first conv on the one-hot map: dense, gather (TFLite builtins) or segment_sum
+    # (one fused lookup; becomes gather under train.jit_compile: XLA has no SparseSegmentSum)
+    label_conv: LabelConv = LabelConv.AUTO
+    fuse_gamma_beta: Toggle = Toggle.AUTO  # each SPADE's gamma and beta convs as one conv with 2C outputs
     # resize the label map once per resolution, and run the first convs of all SPADE layers at
     # one resolution as one conv (their kernels concatenated)
-    share_label_features: bool = True
+    share_label_features: Toggle = Toggle.AUTO
     # conv gradients: swapped = the kernel gradient as a batch/channel-swapped conv and, where
     # measured faster, the input gradient as a conv with the flipped kernel
     filter_gradient: FilterGradient = FilterGradient.AUTO
     # hand-written training gradients for the norms and SPADE's modulation + leaky ReLU
-    closed_form_gradients: bool = True
+    closed_form_gradients: Toggle = Toggle.AUTO
     # D's first conv as two (label channels, image channels): no gradient for the label map,
     # and the label part computed once for D's fake and real halves (the same map)
-    split_discriminator_input: bool = True
+    split_discriminator_input: Toggle = Toggle.AUTO
     # inference: each SPADE layer's label branch runs when its input is ready, one layer at a
     # time and unfused, as in the reference's eager order (the peak memory)
-    sequential_inference: bool = True
+    sequential_inference: Toggle = Toggle.AUTO
     # SPADE's gamma/beta convs only near label boundaries, one value per class inside uniform
     # regions (off under train.jit_compile: XLA needs static shapes; the TFLite graph is dense)
-    uniform_regions: bool = True
+    uniform_regions: Toggle = Toggle.AUTO
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")
+
+    def resolved(self) -> bool:
+        """Whether no field is ``auto`` any more."""
+        return all(getattr(self, f.name).value != "auto" for f in dataclasses.fields(self))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,18 +395,6 @@ class Config:
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-
-
-def effective_perf(config: Config) -> PerfConfig:
-    """``config.perf`` as the networks can run it: XLA (``train.jit_compile``) cannot compile
-    SparseSegmentSum, so ``segment_sum`` lookups become ``gather`` lookups (the same numbers),
-    nor the data-dependent shapes of ``uniform_regions``, which is then off."""
-    perf = config.perf
-    if config.train.jit_compile and perf.label_conv is LabelConv.SEGMENT_SUM:
-        perf = dataclasses.replace(perf, label_conv=LabelConv.GATHER)
-    if config.train.jit_compile and perf.uniform_regions:
-        perf = dataclasses.replace(perf, uniform_regions=False)
-    return perf
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -452,7 +477,8 @@ def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
     for section in dataclasses.fields(Config):
         sec = getattr(config, section.name)
         out[section.name] = {
-            f.name: (v.value if isinstance(v, StrEnum) else v)
+            f.name: (bool(v) if isinstance(v, Toggle) and v is not Toggle.AUTO
+                     else v.value if isinstance(v, StrEnum) else v)
             for f in dataclasses.fields(sec)
             for v in [getattr(sec, f.name)]
         }
@@ -570,10 +596,13 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
     return merge_into(config, merged, where=where)
 
 
-def save_config(config: Config, path: str | os.PathLike) -> Path:
-    """Writes the resolved config as YAML, atomically (temporary file, then rename)."""
+def save_config(config: Config, path: str | os.PathLike, footer: str = "") -> Path:
+    """Writes the resolved config as YAML, atomically (temporary file, then rename).
+
+    ``footer``: comment lines appended (e.g. ``spade_tf.perf.describe_perf``'s: how ``auto``
+    was resolved on the machine that wrote the file; comments are not read back)."""
     from spade_tf.fileio import atomic_write_text
 
     text = "# Resolved spade-tf config (every field).\n" + yaml.safe_dump(
-        config_to_dict(config), sort_keys=False)
+        config_to_dict(config), sort_keys=False) + footer
     return atomic_write_text(path, text)

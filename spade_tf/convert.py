@@ -20,7 +20,8 @@ import numpy as np
 
 from spade_tf.config import Config, merge_into
 from spade_tf.layers import SpectralConv2D, TorchBatchNorm, TorchConv2D
-from spade_tf.networks import SPADENetworks, build_networks
+from spade_tf.networks import SPADENetworks, build_networks, save_networks
+from spade_tf.weights import read_state_dict, read_torch_state_dict  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -247,35 +248,8 @@ def to_official(networks: SPADENetworks) -> dict[str, dict[str, np.ndarray]]:
 
 
 # --------------------------------------------------------------------------- reading files
-
-
-def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads an official ``.pth`` state dict with ``torch.load(weights_only=True)``."""
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"reading {path} needs PyTorch: pip install 'spade-tf[torch]' "
-                          f"(or save the state dict as .npz and pass that)") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise ValueError(f"{path}: cannot read as a PyTorch state dict: {type(e).__name__}: {e}") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict (a mapping of tensors), got {type(obj).__name__}")
-    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A state dict from ``.pth`` (torch) or ``.npz`` (keys as in the official state dict)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {p}")
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    return read_torch_state_dict(p)
+# (the .pth / .npz readers live in spade_tf.weights, on the ground floor: losses reads VGG19
+# weights with them without importing the network stack)
 
 
 def parse_opt_file(path: str | os.PathLike) -> dict[str, str]:
@@ -422,3 +396,36 @@ def config_from_official(options: Mapping[str, Any], base: Config | None = None)
                              f"{config.model.semantic_channels}")
     return config
 
+
+def import_official(generator=None, out=None, *, discriminator=None, encoder=None, opt_file=None,
+                    config=None, overrides=(), overwrite=False):
+    """Reads official ``.pth`` (or ``.npz``) state dicts and writes a spade-tf checkpoint
+    folder (``spade-tf import-official``).
+
+    Args:
+        generator / discriminator / encoder: paths of the official state dicts (any subset).
+        out: the checkpoint folder to write.
+        opt_file: the official ``opt.txt``, mapped to our config; or else
+        config: a preset name or YAML file (exactly one of the two), with ``overrides``.
+        overwrite: replace an existing, non-empty ``out``.
+
+    Returns ``(networks, config, out_path)``.
+    """
+    from spade_tf.config import apply_overrides, load_config
+
+    if (opt_file is None) == (config is None):
+        raise ValueError("give exactly one of --opt-file (the official opt.txt) or --config")
+    if opt_file is not None:
+        cfg = apply_overrides(config_from_official(parse_opt_file(opt_file)), overrides)
+    else:
+        cfg = load_config(config, overrides)
+    state = {"netG": read_state_dict(generator)} if generator else {}
+    if discriminator:
+        state["netD"] = read_state_dict(discriminator)
+    if encoder:
+        state["netE"] = read_state_dict(encoder)
+    if not state:
+        raise ValueError("nothing to import: give --generator and/or --discriminator / --encoder")
+    nets = from_official(state, cfg)
+    path = save_networks(nets, cfg, out, overwrite=overwrite)
+    return nets, cfg, path

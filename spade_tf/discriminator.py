@@ -8,8 +8,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import FilterGradient, InitType, LayerNorm, ModelConfig, PerfConfig
-from spade_tf.layers import TorchConv2D, leaky_relu, make_conv, make_layer_norm
+from spade_tf.config import InitType, ModelConfig, NormLayer, PerfConfig
+from spade_tf.layers import (TorchConv2D, leaky_relu, make_conv, make_norm_layer,
+                             pop_legacy_perf_keys)
+from spade_tf.perf import resolve_perf
 
 KERNEL = 4
 PADDING = math.ceil((KERNEL - 1.0) / 2)  # = 2, as in the reference
@@ -71,15 +73,14 @@ class NLayerDiscriminator(keras.layers.Layer):
         spectral: spectral norm on model1..n-1 (the reference requires it).
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv (``perf.filter_gradient``).
-        closed_form_gradients: the norms' closed-form training gradient
-            (``perf.closed_form_gradients``).
-        label_channels: how many leading input channels are the semantic map, which never
-            needs a gradient: model0 then runs as two convs (label channels, image channels,
-            their kernel slices) so that backpropagation to the input computes only the image
-            channels' gradient, 3 of the ~155 channels, instead of all (the same sums). The
-            label part may also be computed once for stacked copies of the images (see
-            ``add_shared_labels``). None: one conv, a gradient for every input channel.
+        label_channels: how many leading input channels are the semantic map; None: unknown.
+        perf: how it computes (``PerfConfig``; not part of the config): ``filter_gradient``,
+            ``closed_form_gradients`` for the norms, and ``split_discriminator_input``: with
+            ``label_channels`` known, model0 runs as two convs (label channels, image channels,
+            their kernel slices), since the semantic map never needs a gradient: the backward
+            pass then computes only the image channels' gradient, 3 of the ~155 channels (the
+            same sums), and the label part may be computed once for stacked copies of the
+            images (see ``add_shared_labels``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -91,26 +92,24 @@ class NLayerDiscriminator(keras.layers.Layer):
     """
 
     def __init__(self, base_filters=64, num_layers=4, norm="instance", spectral=True,
-                 init_type="xavier", init_gain=0.02, filter_gradient="auto",
-                 closed_form_gradients=False, label_channels=None, **kwargs):
+                 init_type="xavier", init_gain=0.02, label_channels=None, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.closed_form_gradients = bool(closed_form_gradients)
+        self.perf = resolve_perf(perf)
         self.label_channels = None if label_channels is None else int(label_channels)
         self.base_filters = int(base_filters)
         self.num_layers = int(num_layers)
-        self.norm = str(LayerNorm.parse(norm, "norm"))
+        self.norm = str(NormLayer.parse(norm, "norm"))
         self.spectral = bool(spectral)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
 
-        init = dict(init_type=self.init_type, init_gain=self.init_gain,
-                    filter_gradient=self.filter_gradient)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain, perf=self.perf)
         nf = self.base_filters
         # Named attributes, not lists: Keras 3 lists are invisible to tf.train.Checkpoint.
         self.model0 = TorchConv2D(nf, KERNEL, strides=2, padding=PADDING, name="model0", **init)
         self.model0_norm = None
-        use_bias = self.norm == LayerNorm.NONE.value
+        use_bias = self.norm == NormLayer.NONE.value
         for n in range(1, self.num_layers):
             nf = min(nf * 2, 512)
             stride = 1 if n == self.num_layers - 1 else 2
@@ -118,8 +117,8 @@ class NLayerDiscriminator(keras.layers.Layer):
                                                  padding=PADDING, use_bias=use_bias,
                                                  name=f"model{n}", **init))
             setattr(self, f"model{n}_norm",
-                    make_layer_norm(self.norm, self.init_gain, name=f"model{n}_norm",
-                                    closed_form_gradient=self.closed_form_gradients))
+                    make_norm_layer(self.norm, self.init_gain, name=f"model{n}_norm",
+                                    perf=self.perf))
         last = self.num_layers
         setattr(self, f"model{last}", TorchConv2D(1, KERNEL, strides=1, padding=PADDING,
                                                   name=f"model{last}", **init))
@@ -132,6 +131,11 @@ class NLayerDiscriminator(keras.layers.Layer):
     @property
     def norms(self) -> list:
         return [getattr(self, f"model{i}_norm") for i in range(self.num_layers + 1)]
+
+    @property
+    def splits_input(self) -> bool:
+        """model0 runs as (label, image) convs (``perf.split_discriminator_input``)."""
+        return bool(self.label_channels) and bool(self.perf.split_discriminator_input)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -154,7 +158,7 @@ class NLayerDiscriminator(keras.layers.Layer):
         outputs = []
         last = len(self.convs) - 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            if i == 0 and self.label_channels:
+            if i == 0 and self.splits_input:
                 x = self._first_conv(x)
             else:
                 x = conv(x, training=training)
@@ -169,8 +173,6 @@ class NLayerDiscriminator(keras.layers.Layer):
         config = super().get_config()
         config.update(base_filters=self.base_filters, num_layers=self.num_layers, norm=self.norm,
                       spectral=self.spectral, init_type=self.init_type, init_gain=self.init_gain,
-                      filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients,
                       label_channels=self.label_channels)
         return config
 
@@ -189,15 +191,15 @@ class MultiscaleDiscriminator(keras.Model):
             (the reference returns only the logits with ``--no_ganFeat_loss``).
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv.
-        closed_form_gradients: the norms' closed-form training gradient.
         label_channels: leading input channels that are the semantic map (see
             ``NLayerDiscriminator``).
+        perf: how it computes (``PerfConfig``; see ``NLayerDiscriminator``; not part of the
+            config).
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
         x: NHWC ``concat([semantics, image], -1)``; fake and real may be stacked on the batch
-            axis. With ``label_channels``, also the pair ``(semantics, image)``, which saves the
+            axis. When it splits its input (``splits_input``), also the pair ``(semantics, image)``, which saves the
             concat and the slicing (``GauGAN.discriminate`` passes that). In the pair the image
             batch may be k copies of the semantics' batch stacked (fake and real: k = 2): the
             label part of the first conv, and the labels' pooling, then run once for all copies.
@@ -209,16 +211,15 @@ class MultiscaleDiscriminator(keras.Model):
 
     def __init__(self, num_discriminators=2, base_filters=64, num_layers=4, norm="instance",
                  spectral=True, return_features=True, init_type="xavier", init_gain=0.02,
-                 filter_gradient="auto", closed_form_gradients=False, label_channels=None,
-                 **kwargs):
+                 label_channels=None, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
-        self.closed_form_gradients = bool(closed_form_gradients)
+        self.perf = resolve_perf(perf)
         self.label_channels = None if label_channels is None else int(label_channels)
         self.num_discriminators = int(num_discriminators)
         self.base_filters = int(base_filters)
         self.num_layers = int(num_layers)
-        self.norm = str(LayerNorm.parse(norm, "norm"))
+        self.norm = str(NormLayer.parse(norm, "norm"))
         self.spectral = bool(spectral)
         self.return_features = bool(return_features)
         self.init_type = str(InitType.parse(init_type, "init_type"))
@@ -226,13 +227,17 @@ class MultiscaleDiscriminator(keras.Model):
         for i in range(self.num_discriminators):  # attributes, not a list (see NLayerDiscriminator)
             setattr(self, f"discriminator_{i}", NLayerDiscriminator(
                 self.base_filters, self.num_layers, self.norm, self.spectral, self.init_type,
-                self.init_gain, filter_gradient=self.filter_gradient,
-                closed_form_gradients=self.closed_form_gradients,
-                label_channels=self.label_channels, name=f"discriminator_{i}"))
+                self.init_gain, label_channels=self.label_channels, perf=self.perf,
+                name=f"discriminator_{i}"))
 
     @property
     def discriminators(self) -> list:
         return [getattr(self, f"discriminator_{i}") for i in range(self.num_discriminators)]
+
+    @property
+    def splits_input(self) -> bool:
+        """Labels and image go through D apart (``perf.split_discriminator_input``)."""
+        return bool(self.label_channels) and bool(self.perf.split_discriminator_input)
 
     def build(self, input_shape):
         n, h, w, c = input_shape
@@ -243,7 +248,8 @@ class MultiscaleDiscriminator(keras.Model):
 
     def call(self, x, training=False):
         training = bool(training)
-        if self.label_channels:
+        split = self.splits_input
+        if split:
             # Labels and image pooled apart (the same per-channel averages): the gradient then
             # flows back through the image channels' pooling only.
             x = tuple(ops.cast(t, self.compute_dtype) for t in split_labels(x, self.label_channels))
@@ -255,7 +261,7 @@ class MultiscaleDiscriminator(keras.Model):
             outputs = d(x, training=training)
             results.append(outputs if self.return_features else outputs[-1:])
             if i != len(self.discriminators) - 1:
-                x = (tuple(avg_pool_3x3_s2_exclude_pad(t) for t in x) if self.label_channels
+                x = (tuple(avg_pool_3x3_s2_exclude_pad(t) for t in x) if split
                      else avg_pool_3x3_s2_exclude_pad(x))
         return results
 
@@ -264,23 +270,19 @@ class MultiscaleDiscriminator(keras.Model):
         config.update(num_discriminators=self.num_discriminators, base_filters=self.base_filters,
                       num_layers=self.num_layers, norm=self.norm, spectral=self.spectral,
                       return_features=self.return_features, init_type=self.init_type,
-                      init_gain=self.init_gain, filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients,
-                      label_channels=self.label_channels)
+                      init_gain=self.init_gain, label_channels=self.label_channels)
         return config
 
 
 def discriminator_from_config(model: ModelConfig, return_features: bool = True,
                               perf: PerfConfig | None = None):
-    """Builds (with weights) the multiscale discriminator for ``model``."""
-    perf = perf or PerfConfig()
+    """Builds (with weights) the multiscale discriminator for ``model`` (``perf``: default
+    ``auto``, resolved for this device)."""
     d = MultiscaleDiscriminator(
         num_discriminators=model.num_discriminators, base_filters=model.disc_filters,
         num_layers=model.disc_layers, norm=model.disc_norm.value, spectral=model.disc_spectral,
         return_features=return_features, init_type=model.init_type.value,
-        init_gain=model.init_gain, filter_gradient=perf.filter_gradient.value,
-        closed_form_gradients=perf.closed_form_gradients,
-        label_channels=model.semantic_channels if perf.split_discriminator_input else None,
+        init_gain=model.init_gain, label_channels=model.semantic_channels, perf=perf,
         name="discriminator")
     h, w = model.output_hw
     d.build((None, h, w, model.semantic_channels + 3))

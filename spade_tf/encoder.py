@@ -6,8 +6,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import FilterGradient, InitType, LayerNorm, ModelConfig, PerfConfig
-from spade_tf.layers import leaky_relu, make_conv, make_initializer, make_layer_norm
+from spade_tf.config import InitType, ModelConfig, NormLayer, PerfConfig
+from spade_tf.layers import (leaky_relu, make_conv, make_initializer, make_norm_layer,
+                             pop_legacy_perf_keys)
+from spade_tf.perf import resolve_perf
 
 ENCODER_INPUT_SIZE = 256  # the reference resizes every style image to 256 x 256
 
@@ -26,13 +28,14 @@ class ConvEncoder(keras.Model):
     Args:
         base_filters: the width, ``--ngf`` (the reference's ``--nef`` is unused).
         crop_size: ``--crop_size``; the sixth conv exists iff crop_size >= 256.
-        latent_dim: size of mu and logvar (hard-coded 256 in the reference).
+        z_dim: size of mu and logvar, the generator's ``--z_dim`` (the reference hard-codes
+            256 here, which is its ``--z_dim`` default).
         norm: ``--norm_E`` after 'spectral': ``instance`` | ``batch`` | ``sync_batch`` | ``none``.
         spectral: spectral norm on the convs.
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv.
-        closed_form_gradients: the norms' closed-form training gradient.
+        perf: how it computes (``PerfConfig``: ``filter_gradient``, and
+            ``closed_form_gradients`` for the norms); not part of the config.
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
@@ -40,39 +43,39 @@ class ConvEncoder(keras.Model):
         training: Python bool.
 
     Returns:
-        ``(mu, logvar)``, each [N, latent_dim].
+        ``(mu, logvar)``, each [N, z_dim].
     """
 
-    def __init__(self, base_filters=64, crop_size=256, latent_dim=256, norm="instance",
-                 spectral=True, init_type="xavier", init_gain=0.02, filter_gradient="auto",
-                 closed_form_gradients=False, **kwargs):
+    def __init__(self, base_filters=64, crop_size=256, z_dim=256, norm="instance",
+                 spectral=True, init_type="xavier", init_gain=0.02, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
+        z_dim = kwargs.pop("latent_dim", z_dim)  # its name in configs saved before 0.2
         super().__init__(**kwargs)
-        self.closed_form_gradients = bool(closed_form_gradients)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
+        self.perf = resolve_perf(perf)
         self.base_filters = int(base_filters)
         self.crop_size = int(crop_size)
-        self.latent_dim = int(latent_dim)
-        self.norm = str(LayerNorm.parse(norm, "norm"))
+        self.z_dim = int(z_dim)
+        self.norm = str(NormLayer.parse(norm, "norm"))
         self.spectral = bool(spectral)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
 
         nf = self.base_filters
         widths = [nf, 2 * nf, 4 * nf, 8 * nf, 8 * nf] + ([8 * nf] if self.crop_size >= 256 else [])
-        use_bias = self.norm == LayerNorm.NONE.value  # the reference drops it before a norm
+        use_bias = self.norm == NormLayer.NONE.value  # the reference drops it before a norm
         # Named attributes, not lists: Keras 3 lists are invisible to tf.train.Checkpoint.
         self.num_layers = len(widths)
         for i, filters in enumerate(widths, start=1):
             setattr(self, f"layer{i}", make_conv(
                 self.spectral, filters, 3, strides=2, padding=1, use_bias=use_bias,
-                init_type=self.init_type, init_gain=self.init_gain,
-                filter_gradient=self.filter_gradient, name=f"layer{i}"))
+                init_type=self.init_type, init_gain=self.init_gain, perf=self.perf,
+                name=f"layer{i}"))
             setattr(self, f"layer{i}_norm",
-                    make_layer_norm(self.norm, self.init_gain, name=f"layer{i}_norm",
-                                    closed_form_gradient=self.closed_form_gradients))
+                    make_norm_layer(self.norm, self.init_gain, name=f"layer{i}_norm",
+                                    perf=self.perf))
         dense_init = make_initializer(self.init_type, self.init_gain)
-        self.fc_mu = keras.layers.Dense(self.latent_dim, kernel_initializer=dense_init, name="fc_mu")
-        self.fc_var = keras.layers.Dense(self.latent_dim, kernel_initializer=dense_init,
+        self.fc_mu = keras.layers.Dense(self.z_dim, kernel_initializer=dense_init, name="fc_mu")
+        self.fc_var = keras.layers.Dense(self.z_dim, kernel_initializer=dense_init,
                                          name="fc_var")
 
     @property
@@ -82,10 +85,6 @@ class ConvEncoder(keras.Model):
     @property
     def norms(self) -> list:
         return [getattr(self, f"layer{i}_norm") for i in range(1, self.num_layers + 1)]
-
-    @property
-    def final_hw(self) -> int:
-        return ENCODER_INPUT_SIZE // 2 ** len(self.convs)
 
     def build(self, image_shape):
         n, s = image_shape[0], ENCODER_INPUT_SIZE
@@ -121,10 +120,8 @@ class ConvEncoder(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(base_filters=self.base_filters, crop_size=self.crop_size,
-                      latent_dim=self.latent_dim, norm=self.norm, spectral=self.spectral,
-                      init_type=self.init_type, init_gain=self.init_gain,
-                      filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients)
+                      z_dim=self.z_dim, norm=self.norm, spectral=self.spectral,
+                      init_type=self.init_type, init_gain=self.init_gain)
         return config
 
 
@@ -134,12 +131,10 @@ def reparameterize(mu, logvar, eps):
 
 
 def encoder_from_config(model: ModelConfig, perf: PerfConfig | None = None) -> ConvEncoder:
-    """Builds (with weights) the encoder for ``model``."""
-    perf = perf or PerfConfig()
+    """Builds (with weights) the encoder for ``model`` (``perf``: default ``auto``)."""
     e = ConvEncoder(base_filters=model.base_filters, crop_size=model.crop_size,
-                    latent_dim=model.z_dim, norm=model.encoder_norm.value,
+                    z_dim=model.z_dim, norm=model.encoder_norm.value,
                     spectral=model.encoder_spectral, init_type=model.init_type.value,
-                    init_gain=model.init_gain, filter_gradient=perf.filter_gradient.value,
-                    closed_form_gradients=perf.closed_form_gradients, name="encoder")
+                    init_gain=model.init_gain, perf=perf, name="encoder")
     e.build((None, ENCODER_INPUT_SIZE, ENCODER_INPUT_SIZE, 3))
     return e

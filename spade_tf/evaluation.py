@@ -176,7 +176,7 @@ def segmenter_features(path: str) -> FeatureExtractor:
 def generate_split(networks, config: Config, *, split: str = "val", batch_size: int = 8,
                    max_images: Optional[int] = None, progress: bool = True):
     """Yields (label, generated, real) batches for ``split`` (inference mode, numpy)."""
-    from tqdm import tqdm
+    from spade_tf.progress import progress as progress_bar
 
     from spade_tf.data import build_dataset
     from spade_tf.semantics import to_semantics
@@ -186,7 +186,7 @@ def generate_split(networks, config: Config, *, split: str = "val", batch_size: 
     if max_images is not None:
         ds = ds.unbatch().take(max_images).batch(batch_size)
         total = -(-max_images // batch_size)
-    for batch in tqdm(ds, total=total, desc=f"generating {split}", unit="batch", disable=not progress):
+    for batch in progress_bar(ds, total=total, desc=f"generating {split}", unit="batch", enabled=progress):
         sem = to_semantics(batch["label"], batch.get("instance"), config=config)
         z = None
         if networks.encoder is not None:

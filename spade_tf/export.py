@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from spade_tf.config import Config, config_to_dict, merge_into, save_config
+from spade_tf.config import Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
+from spade_tf.layers import perf_scope
 from spade_tf.semantics import to_semantics
+from spade_tf.tf_internals import tflite_schema
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic_int8", "int8")
 DEFAULT_TFLITE = ("fp32", "fp16", "dynamic_int8")
@@ -378,9 +380,7 @@ def tflite_metadata(config: Config, height: int, width: int) -> dict:
 def add_tflite_metadata(model: bytes, metadata: dict, name: str = "spade_tf") -> bytes:
     """Embeds ``metadata`` (JSON) as a named metadata buffer in the flatbuffer. Interpreters
     ignore unknown metadata; ``read_tflite_metadata`` reads it back."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
+    schema, flatbuffer_utils = tflite_schema()
     obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
     buf = schema.BufferT()
     buf.data = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
@@ -393,8 +393,7 @@ def add_tflite_metadata(model: bytes, metadata: dict, name: str = "spade_tf") ->
 
 
 def read_tflite_metadata(model: bytes | str | os.PathLike, name: str = "spade_tf") -> dict | None:
-    from tensorflow.lite.tools import flatbuffer_utils
-
+    _, flatbuffer_utils = tflite_schema()
     if not isinstance(model, (bytes, bytearray)):
         model = Path(model).read_bytes()
     obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
@@ -564,8 +563,12 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             # graph reads the label map with K*K GATHERs instead (the same numbers). It is also
             # dense (no perf.uniform_regions): the TFLite graph keeps static shapes; the regions'
             # data-dependent ones (WHERE, then gathers of that many rows) were not tried there.
-            tfl_method = "gather" if nets.generator.label_conv == "segment_sum" else nets.generator.label_conv
-            with nets.generator.label_conv_as(tfl_method, uniform_regions=False):
+            perf = nets.generator.perf
+            tfl_perf = dataclasses.replace(
+                perf, uniform_regions=Toggle.OFF,
+                label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM
+                else perf.label_conv)
+            with perf_scope(nets.generator, tfl_perf):
                 tf.saved_model.save(module, str(graph_dir),
                                     signatures={"serving_default": _tflite_function(module)})
             inputs, report["tflite_parity_source"] = parity_inputs, "given"

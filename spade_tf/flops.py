@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+from spade_tf.tf_internals import nested_function_graphs, op_is_stateful
+
 
 def _used_ops(graph) -> set[str]:
     """Names of the ops that the graph's outputs or its stateful ops (variable updates and the
     like) depend on, through data and control inputs."""
     seeds = [t.op for t in graph.outputs] + [op for op in graph.get_operations()
-                                             if op._is_stateful]  # noqa: SLF001 (no public API)
+                                             if op_is_stateful(op)]
     seen, stack = set(), list(seeds)
     while stack:
         op = stack.pop()
@@ -72,9 +74,8 @@ def graph_multiply_adds(concrete_function, used_only: bool = False) -> dict[str,
             n = _op_multiply_adds(op)
             if n is not None:
                 counts[op.type] = counts.get(op.type, 0) + int(n)
-        for fn in getattr(graph, "_functions", {}).values():  # nested function bodies
-            if hasattr(fn, "graph"):
-                visit(fn.graph)
+        for body in nested_function_graphs(graph):
+            visit(body)
 
     visit(concrete_function.graph)
     return counts

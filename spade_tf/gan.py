@@ -21,6 +21,7 @@ from spade_tf.encoder import reparameterize
 from spade_tf.networks import SPADENetworks, build_networks
 from spade_tf.optimizers import FusedAdam
 from spade_tf.semantics import to_semantics
+from spade_tf.tf_internals import MultiWorkerFitFixes
 
 # Loss terms under the reference's names; the KL is the one sum over the batch.
 SUM_TERMS = frozenset({"KLD"})
@@ -47,7 +48,7 @@ def make_optimizers(config: Config):
     return g, d
 
 
-class GauGAN(keras.Model):
+class GauGAN(MultiWorkerFitFixes, keras.Model):
     """SPADE generator, multiscale discriminator (and encoder) trained as in the reference.
 
     Args:
@@ -93,11 +94,6 @@ class GauGAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras would pull a batch and run a symbolic build; everything is built already, and
-        # under MultiWorkerMirroredStrategy that build fails (keras-team/keras#20585).
-        return
-
     def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
         """Both optimizers are built here: ``fit`` builds only ``self.optimizer``, and Adam
         created lazily inside a distributed step fails."""
@@ -134,7 +130,7 @@ class GauGAN(keras.Model):
         """D on [fake; real] stacked on the batch axis, split into (fake, real) outputs."""
         sem = tf.cast(semantics, fake.dtype)
         images = tf.concat([fake, tf.cast(real, fake.dtype)], 0)
-        if self.discriminator.label_channels:
+        if self.discriminator.splits_input:
             # (labels, images) apart (perf.split_discriminator_input): no concat to slice again,
             # and the label map once for both halves, whose maps are the same, so that D's label
             # part (first conv, pooling) runs once, not twice
@@ -239,8 +235,8 @@ class GauGAN(keras.Model):
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 reduces step logs across workers with strategy.reduce("MEAN", v, axis=0),
             # which fails on scalars (keras-team/keras#20585): give them a leading axis of 1;
-            # the reduction returns scalars again. Together with the no-op _maybe_symbolic_build
-            # above, this is all that fit needs under MultiWorkerMirroredStrategy.
+            # the reduction returns scalars again. Together with MultiWorkerFitFixes
+            # (spade_tf.tf_internals), this is all that fit needs under MultiWorkerMirroredStrategy.
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 

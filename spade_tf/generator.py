@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import (UPSAMPLING_LAYERS, FilterGradient, GeneratorKind, InitType, LabelConv,
-                             ModelConfig, PerfConfig, SpadeNorm, Upsampling)
-from spade_tf.layers import (REGION_MIN_PIXELS, AffineNorm, SPADEResBlock, TorchConv2D,
-                             label_map_conv, label_regions, leaky_relu, legacy_nearest_resize,
-                             make_initializer, onehot_indices, upsample_nearest_2x)
+from spade_tf.config import (UPSAMPLING_LAYERS, GeneratorKind, InitType, LabelConv, ModelConfig,
+                             PerfConfig, SpadeNorm, Upsampling)
+from spade_tf.kernels.onehot_conv import onehot_indices
+from spade_tf.kernels.regions import REGION_MIN_PIXELS, label_regions
+from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
+                             legacy_nearest_resize, make_initializer, pop_legacy_perf_keys,
+                             upsample_nearest_2x)
+from spade_tf.perf import resolve_perf
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -42,25 +43,19 @@ class SPADEGenerator(keras.Model):
             ``enc_N``, and every SPADE is an ``AffineNorm``; the decoder is otherwise the same).
         onehot_channels: leading one-hot channels of the semantic map (classes + dontcare);
             None: treat the whole map as dense.
-        label_conv: ``dense`` | ``gather`` | ``segment_sum``: how SPADE's first conv reads the
-            one-hot channels (``perf.label_conv``; lookups are exact for one-hot maps).
-        fuse_gamma_beta: each SPADE's gamma and beta convs as one conv (``perf.fuse_gamma_beta``).
-        share_label_features: resize the label map once per resolution and run the first
-            convs of all SPADE layers at one resolution as one conv (``perf.share_label_features``).
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` (``perf.filter_gradient``).
-        closed_form_gradients: hand-written gradients for SPADE's norm, modulation and leaky
-            ReLU in training mode (``perf.closed_form_gradients``).
-        sequential_inference: in inference mode, each SPADE layer's label branch runs only
-            when its input is ready, one layer at a time, per layer (not shared, not fused):
-            the reference's eager order, and the lower memory peak (``perf.sequential_inference``).
-        uniform_regions: SPADE's gamma and beta convs only at the pixels near a label boundary
-            (or the instance edges, or the border), one value per class elsewhere, at the
-            resolutions and on the maps where that pays (``perf.uniform_regions``; see
-            ``spade_tf.layers.regional_conv``). Needs ``onehot_channels``.
+        perf: how it computes (``PerfConfig``, resolved for the device by
+            ``spade_tf.perf.resolve_perf``; default: ``auto``). Not part of the config: a
+            reloaded model computes as its new machine prefers. Besides the layers' own options
+            (see ``SPADE``), the generator reads ``share_label_features`` (resize the label map
+            once per resolution and run the first convs of all SPADE layers there as one conv)
+            and ``uniform_regions`` (SPADE's gamma and beta convs only near label boundaries,
+            one value per class elsewhere: ``spade_tf.kernels.regions``; needs
+            ``onehot_channels``). ``set_perf`` / ``perf_scope`` in ``spade_tf.layers`` change it
+            for a built model.
         **kwargs: standard ``keras.Model`` arguments.
 
-    The ``perf`` arguments change how the variables are applied, never which variables exist:
-    a checkpoint loads into any combination, and all give the same outputs to float rounding.
+    ``perf`` changes how the variables are applied, never which variables exist: a checkpoint
+    loads into any choice, and all give the same outputs to float rounding.
 
     Call arguments:
         semantics: float NHWC semantic map (see ``spade_tf.semantics.to_semantics``) at the
@@ -78,18 +73,11 @@ class SPADEGenerator(keras.Model):
                  aspect_ratio=1.0, use_vae=False, z_dim=256, spectral=True,
                  spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
                  init_type="xavier", init_gain=0.02, seed=None, kind="spade", onehot_channels=None,
-                 label_conv="dense", fuse_gamma_beta=False, share_label_features=False,
-                 filter_gradient="auto", closed_form_gradients=False, sequential_inference=False,
-                 uniform_regions=False, **kwargs):
+                 perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.sequential_inference = bool(sequential_inference)
-        self.uniform_regions = bool(uniform_regions)
-        self.closed_form_gradients = bool(closed_form_gradients)
+        self.perf = resolve_perf(perf)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
-        self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
-        self.fuse_gamma_beta = bool(fuse_gamma_beta)
-        self.share_label_features = bool(share_label_features)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
         self.kind = str(GeneratorKind.parse(kind, "kind"))
         if self.kind == GeneratorKind.BASELINE.value and use_vae:
             raise ValueError("kind='baseline' starts from the label map: it cannot be used with use_vae")
@@ -116,17 +104,13 @@ class SPADEGenerator(keras.Model):
         self.output_hw = geometry.output_hw
 
         nf = self.base_filters
-        init = dict(init_type=self.init_type, init_gain=self.init_gain,
-                    filter_gradient=self.filter_gradient)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain, perf=self.perf)
         baseline = self.kind == GeneratorKind.BASELINE.value
         block = dict(spectral=self.spectral, spade_norm=self.spade_norm,
                      spade_kernel_size=self.spade_kernel_size,
                      spade_hidden_filters=self.spade_hidden_filters,
                      modulation="affine" if baseline else "spade",
-                     onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                     fuse_gamma_beta=self.fuse_gamma_beta,
-                     closed_form_gradients=self.closed_form_gradients,
-                     sequential_inference=self.sequential_inference, **init)
+                     onehot_channels=self.onehot_channels, **init)
         sh, sw = self.latent_hw
         self.num_encoder_convs = 0
         if baseline:
@@ -141,10 +125,10 @@ class SPADEGenerator(keras.Model):
                                                       name=f"enc_{i}", **init))
                 if i < n_down:
                     setattr(self, f"enc_norm_{i}", AffineNorm("instance", init_gain=self.init_gain,
-                                                              name=f"enc_norm_{i}"))
+                                                              name=f"enc_norm_{i}", perf=self.perf))
         elif self.use_vae:
             # Linear(z_dim -> 16nf*sh*sw); its output is read channel-major (see call()).
-            self.fc = keras.layers.Dense(  # not a conv: no filter_gradient
+            self.fc = keras.layers.Dense(  # not a conv: no perf
                 16 * nf * sh * sw, name="fc",
                 kernel_initializer=make_initializer(self.init_type, self.init_gain))
         else:
@@ -219,26 +203,6 @@ class SPADEGenerator(keras.Model):
             shape[3] = blk.filters
         self.conv_img.build(tuple(shape))
 
-    @contextlib.contextmanager
-    def label_conv_as(self, method, uniform_regions=None):
-        """Traces inside this context read the one-hot map with ``method`` (e.g. ``gather`` for
-        a TFLite graph: SparseSegmentSum is not a TFLite builtin) and, when ``uniform_regions``
-        is given, use regions or not (the TFLite graph is dense). Variables are unchanged."""
-        method = str(LabelConv.parse(method, "label_conv"))
-        layers = [self] + [spade for blk in self.blocks for spade in blk.spade_layers.values()]
-        saved = [layer.label_conv for layer in layers]
-        saved_regions = self.uniform_regions
-        try:
-            for layer in layers:
-                layer.label_conv = method
-            if uniform_regions is not None:
-                self.uniform_regions = bool(uniform_regions)
-            yield self
-        finally:
-            for layer, old in zip(layers, saved):
-                layer.label_conv = old
-            self.uniform_regions = saved_regions
-
     def block_resolutions(self) -> list:
         """[(block, (h, w))] in forward order: the resolution each residual block works at."""
         h, w = self.latent_hw
@@ -253,14 +217,14 @@ class SPADEGenerator(keras.Model):
         return out
 
     def _uses_regions(self):
-        return (self.uniform_regions and bool(self.onehot_channels)
+        return (bool(self.perf.uniform_regions) and bool(self.onehot_channels)
                 and self.kind == GeneratorKind.SPADE.value)
 
     def resized_label_maps(self, seg):
         """{(h, w): (seg, indices)}: the label map at each block resolution, and its
         ``onehot_indices`` when SPADE reads it by lookups or uses regions (else None), each
         computed once."""
-        lookup = self.label_conv != LabelConv.DENSE.value or self._uses_regions()
+        lookup = self.perf.label_conv is not LabelConv.DENSE or self._uses_regions()
         indices = (onehot_indices(seg[..., :self.onehot_channels])
                    if lookup and self.onehot_channels else None)
         out = {}
@@ -299,7 +263,7 @@ class SPADEGenerator(keras.Model):
             first = members[0][2]
             y = label_map_conv(first.mlp_shared, ops.concatenate(kernels, -1),
                                ops.concatenate(biases, -1), seg_r, idx_r, self.onehot_channels,
-                               self.label_conv)
+                               self.perf.label_conv)
             widths = [int(k.shape[-1]) for k in kernels]
             for (blk_name, name, _), part in zip(members, tf.split(y, widths, axis=-1)):
                 # ReLU after the split: the ReLU's output, which its gradient keeps, is then the
@@ -335,10 +299,10 @@ class SPADEGenerator(keras.Model):
             acts["fc"] = x
         hidden, maps = {}, {}
         all_maps = self.resized_label_maps(seg) if (
-            self._uses_regions() or self.share_label_features) else {}
+            self._uses_regions() or self.perf.share_label_features) else {}
         regions = self.label_regions(all_maps)
-        if self.share_label_features and self.kind == GeneratorKind.SPADE.value:
-            if self.sequential_inference and not training:
+        if self.perf.share_label_features and self.kind == GeneratorKind.SPADE.value:
+            if self.perf.sequential_inference and not training:
                 # Only the resized maps are shared: each SPADE layer computes its own features
                 # when its turn comes (see SPADE._sequential_inference).
                 maps = all_maps
@@ -383,33 +347,21 @@ class SPADEGenerator(keras.Model):
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, seed=self.seed, kind=self.kind,
-                      onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                      fuse_gamma_beta=self.fuse_gamma_beta,
-                      share_label_features=self.share_label_features,
-                      filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients,
-                      sequential_inference=self.sequential_inference,
-                      uniform_regions=self.uniform_regions)
+                      onehot_channels=self.onehot_channels)
         return config
 
 
 def generator_from_config(model: ModelConfig, seed=None, perf: PerfConfig | None = None
                           ) -> SPADEGenerator:
     """Builds (with weights) a generator for ``model``, computing as ``perf`` says (default:
-    every optimisation on)."""
-    perf = perf or PerfConfig()
+    ``auto``, resolved for this device)."""
     g = SPADEGenerator(
         base_filters=model.base_filters, num_upsampling_layers=model.num_upsampling_layers.value,
         crop_size=model.crop_size, aspect_ratio=model.aspect_ratio, use_vae=model.use_vae,
         z_dim=model.z_dim, spectral=model.generator_spectral, spade_norm=model.spade_norm.value,
         spade_kernel_size=model.spade_kernel_size, spade_hidden_filters=model.spade_hidden_filters,
         init_type=model.init_type.value, init_gain=model.init_gain, seed=seed,
-        kind=model.generator.value, onehot_channels=model.num_label_channels,
-        label_conv=perf.label_conv.value, fuse_gamma_beta=perf.fuse_gamma_beta,
-        share_label_features=perf.share_label_features,
-        filter_gradient=perf.filter_gradient.value,
-        closed_form_gradients=perf.closed_form_gradients,
-        sequential_inference=perf.sequential_inference, uniform_regions=perf.uniform_regions,
+        kind=model.generator.value, onehot_channels=model.num_label_channels, perf=perf,
         name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))

@@ -3,6 +3,13 @@
 Paper: Park et al., "Semantic Image Synthesis with Spatially-Adaptive Normalization", CVPR 2019
 (arXiv:1903.07291). Section numbers (§) refer to ``shared/reference/spade-architecture.md``.
 
+The layers read in the reference's order (``normalization.py``, ``architecture.py``); the exact
+but faster forms of their computations live in ``spade_tf.kernels``, and the small dispatchers
+here (``conv2d``, ``label_map_conv``, ``label_branch_conv``) choose one as the layer's ``perf``
+says. ``perf`` (a ``PerfConfig``, resolved for the device by ``spade_tf.perf.resolve_perf``) is
+how a layer computes, not what: ``get_config`` leaves it out, and a reloaded model resolves it
+for the machine it runs on.
+
 Everything here is written against Keras 3 with the TensorFlow backend; the distribution-aware
 pieces (synchronized batch statistics, replica-identical spectral-norm vectors) use
 ``tf.distribute`` directly.
@@ -10,18 +17,72 @@ pieces (synchronized batch statistics, replica-identical spectral-norm vectors) 
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
-import typing
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import FilterGradient, InitType, LabelConv, LayerNorm, SpadeNorm
+from spade_tf.config import FilterGradient, InitType, LabelConv, NormLayer, PerfConfig, SpadeNorm
+from spade_tf.kernels.conv_gradients import conv2d_forward_gradients
+from spade_tf.kernels.norm_gradients import modulate, normalize_closed_form
+from spade_tf.kernels.onehot_conv import onehot_conv, onehot_indices
+from spade_tf.kernels.regions import class_hidden_features, regional_conv
+from spade_tf.perf import resolve_perf
+from spade_tf.tf_internals import sublayers
 
 LRELU_SLOPE = 0.2  # every LeakyReLU of the reference
+
+# Constructor arguments that layers took (and wrote into their configs) before the perf choices
+# became one ``perf`` object outside the model. Configs saved then still load: the keys are
+# dropped with a warning, and the current machine's choice is used.
+LEGACY_PERF_KEYS = ("label_conv", "fuse_gamma_beta", "share_label_features", "filter_gradient",
+                    "closed_form_gradients", "closed_form_gradient", "sequential_inference",
+                    "uniform_regions")
+
+
+class LegacyPerfConfigWarning(FutureWarning):
+    """A saved layer config still carries the ``perf`` keys (saved before spade-tf 0.2)."""
+
+
+def pop_legacy_perf_keys(kwargs: dict, layer_name: str) -> None:
+    """Removes ``LEGACY_PERF_KEYS`` from a layer's constructor ``kwargs``, warning once."""
+    old = sorted(k for k in LEGACY_PERF_KEYS if k in kwargs)
+    for k in old:
+        del kwargs[k]
+    if old:
+        warnings.warn(
+            f"{layer_name}: the saved config carries perf options ({', '.join(old)}), which are "
+            "no longer part of a model; they are ignored, and this machine's choice "
+            "(spade_tf.perf.resolve_perf) is used. Save the model again to drop them.",
+            LegacyPerfConfigWarning, stacklevel=3)
+
+
+def set_perf(model, perf: PerfConfig | None) -> PerfConfig:
+    """Makes every layer inside ``model`` compute as ``perf`` says (resolved for this device;
+    None: all ``auto``). Variables are unchanged; traces made afterwards use the new forms.
+    Returns the resolved config."""
+    perf = resolve_perf(perf)
+    for layer in sublayers(model):
+        if isinstance(getattr(layer, "perf", None), PerfConfig):
+            layer.perf = perf
+    return perf
+
+
+@contextlib.contextmanager
+def perf_scope(model, perf: PerfConfig | None):
+    """``set_perf`` for the duration of a ``with`` block (e.g. the dense, gather-only forms
+    while tracing a TFLite graph), then every layer's own choice again."""
+    saved = [(layer, layer.perf) for layer in sublayers(model)
+             if isinstance(getattr(layer, "perf", None), PerfConfig)]
+    try:
+        yield set_perf(model, perf)
+    finally:
+        for layer, old in saved:
+            layer.perf = old
 
 
 def leaky_relu(x):
@@ -110,123 +171,29 @@ def upsample_nearest_2x(x):
 # --------------------------------------------------------------------------- convolutions
 
 
-def onednn_enabled() -> bool:
-    """Whether TensorFlow runs its CPU kernels through oneDNN in this process.
-
-    TensorFlow decides it once per process: ``TF_ENABLE_ONEDNN_OPTS`` when set, otherwise by
-    CPU (on by default on the AVX-512 machines we measured, off on the AVX2 EPYC). The only
-    reader is private (``_pywrap_util_port.IsMklEnabled``); where it is missing, the variable
-    decides and unset counts as off.
-    """
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower() in ("1", "true")
-
-
-def use_swapped_filter_gradient(mode) -> bool:
-    """Resolves ``filter_gradient``: ``auto`` is ``swapped`` on a CPU whose convs run on
-    TensorFlow's own (Eigen) kernels, and ``native`` with a GPU (cuDNN's backward kernels) or
-    with oneDNN, whose backward kernels are the faster ones: at ade20k's shapes they ran 1.5-5x
-    faster than the swapped and flipped forms, and the training iteration took 5.50 s native
-    against 7.77 s swapped (docs/benchmarks/conv_gradients.md, docs/performance.md). Without
-    oneDNN the swapped forms were 1.3-2.5x faster than the backward kernels."""
-    mode = FilterGradient.parse(mode, "filter_gradient")
-    if mode is FilterGradient.AUTO:
-        return not tf.config.list_logical_devices("GPU") and not onednn_enabled()
-    return mode is FilterGradient.SWAPPED
-
-
-def _swapped_filter_gradient(x, dy, kernel_size, strides, padding=0):
-    """dL/dK of a convolution as one forward convolution with batch and channels swapped.
-
-    dK[a, b, i, o] = sum_{n, h, w} xp[n, s*h + a, s*w + b, i] * dy[n, h, w, o] (xp: x
-    zero-padded by ``padding``) is a VALID convolution of xp viewed as [i, H, W, n] with dy
-    viewed as a [h, w, n, o] kernel dilated by the stride. The same products and sums as
-    ``Conv2DBackpropFilter`` in another order; on CPUs without oneDNN (TensorFlow's own conv
-    kernels) it ran 1.3-2.5x faster than the kernel-gradient op, with oneDNN 1.5-5x slower.
-    """
-    xt = tf.transpose(x, (3, 1, 2, 0))
-    if dy.shape[0] == 1:  # batch 1: the kernel view is a free reshape
-        dyt = tf.reshape(dy, tf.concat([tf.shape(dy)[1:3], [1, tf.shape(dy)[3]]], 0))
-    else:
-        dyt = tf.transpose(dy, (1, 2, 0, 3))
-    if padding:
-        # A pad op, not the conv's explicit padding: with explicit padding the ade20k training
-        # step was measured 15-20% slower here.
-        xt = tf.pad(xt, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
-    r = tf.nn.conv2d(xt, dyt, strides=1, padding="VALID", dilations=strides)
-    return tf.transpose(r[:, :kernel_size, :kernel_size, :], (1, 2, 0, 3))
-
-
-def _input_gradient_as_conv(x_shape, kernel_shape, strides, pad) -> bool:
-    """Whether ``_flipped_input_gradient`` beats ``Conv2DBackpropInput`` for this layer.
-
-    Used only with the swapped kernel gradient, i.e. without oneDNN. Measured on the ade20k
-    generator's shapes (docs/benchmarks/conv_gradients.md, from
-    scripts/bench_conv_gradients.py), oneDNN off: TensorFlow's backward-data kernel ran 1.4-3.1x slower than
-    the equivalent forward conv from 64x64 up (11x for conv_img's 64 -> 3), but the forward
-    form lost where the kernel is much bigger than the activations (8x8 at 1024 channels:
-    flipping the kernel costs more than it saves) and where it would have 8x more input than
-    output channels (SPADE's 128 -> 1024 at 64x64).
-    """
-    if strides != 1 or pad != "SAME" or None in tuple(x_shape[1:3]):
-        return False
-    c_in, c_out = int(kernel_shape[2]), int(kernel_shape[3])
-    return int(x_shape[1]) * int(x_shape[2]) >= 256 and c_out <= 4 * c_in
-
-
-def _flipped_input_gradient(dy, kernel):
-    """dL/dx of a stride-1 SAME convolution as a forward SAME convolution of dy with the kernel
-    rotated by 180 degrees and its in/out channels swapped: dx[h, w, i] = sum_{a, b, o}
-    dy[h - a + c, w - b + c, o] * K[a, b, i, o] (c = k // 2). The same products and sums as
-    ``Conv2DBackpropInput`` in another order."""
-    return tf.nn.conv2d(dy, tf.transpose(tf.reverse(kernel, [0, 1]), (0, 1, 3, 2)), 1, "SAME")
-
-
-def conv2d(x, kernel, strides=1, padding=0, swapped_filter_gradient=False):
-    """A convolution (NHWC, HWIO) with PyTorch's symmetric zero padding, optionally with both
-    gradients as forward convolutions.
+def conv2d(x, kernel, strides=1, padding=0, swapped_gradients=False):
+    """A convolution (NHWC, HWIO) with PyTorch's symmetric zero padding.
 
     Args:
         x: NHWC input.
         kernel: HWIO kernel (a tensor: cast and spectral-normalized already).
         strides: stride in both directions.
         padding: zero padding on each side (PyTorch's ``padding``).
-        swapped_filter_gradient: compute the kernel's gradient with
-            ``_swapped_filter_gradient`` instead of ``Conv2DBackpropFilter``, and, where
-            ``_input_gradient_as_conv`` says it is faster, the input's gradient with
-            ``_flipped_input_gradient`` instead of ``Conv2DBackpropInput``
-            (``perf.filter_gradient=swapped``, the CPU default).
+        swapped_gradients: both gradients as forward convolutions
+            (``kernels.conv_gradients``; ``perf.filter_gradient=swapped``).
     """
     k, p = int(kernel.shape[0]), int(padding)
     if k % 2 == 1 and p == k // 2 and strides == 1:
         pad = "SAME"  # symmetric here
     else:
-        # An explicit pad op (see _swapped_filter_gradient).
+        # An explicit pad op: with the conv's explicit padding the ade20k training step was
+        # measured 15-20% slower here.
         pad = "VALID"
         if p:
             x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
-    if not swapped_filter_gradient:
-        return tf.nn.conv2d(x, kernel, strides=strides, padding=pad)
-
-    @tf.custom_gradient
-    def conv(x, kernel):
-        y = tf.nn.conv2d(x, kernel, strides=strides, padding=pad)
-
-        def grad(dy):
-            if _input_gradient_as_conv(x.shape, kernel.shape, strides, pad):
-                dx = _flipped_input_gradient(dy, kernel)
-            else:
-                dx = tf.raw_ops.Conv2DBackpropInput(
-                    input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
-                    strides=[1, strides, strides, 1], padding=pad)
-            return dx, _swapped_filter_gradient(x, dy, k, strides, k // 2 if pad == "SAME" else 0)
-
-        return y, grad
-
-    return conv(x, kernel)
+    if swapped_gradients:
+        return conv2d_forward_gradients(x, kernel, strides, pad)
+    return tf.nn.conv2d(x, kernel, strides=strides, padding=pad)
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -245,17 +212,17 @@ class TorchConv2D(keras.layers.Layer):
         use_bias: whether to add a bias.
         init_type: the reference's ``--init_type`` for the kernel (biases start at zero).
         init_gain: the reference's ``--init_variance``.
-        filter_gradient: how the kernel gradient is computed: ``native``
-            (``Conv2DBackpropFilter``), ``swapped`` (a forward conv with batch and channels
-            swapped, faster on CPU without oneDNN; the same sums) or ``auto`` (swapped
-            without a GPU and without oneDNN: ``use_swapped_filter_gradient``).
+        perf: how it computes (``PerfConfig``; default: ``auto`` for this device). Its
+            ``filter_gradient`` chooses the gradient form (``kernels.conv_gradients``). Not
+            part of the config.
         **kwargs: standard ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=True,
-                 init_type="xavier", init_gain=0.02, filter_gradient="auto", **kwargs):
+                 init_type="xavier", init_gain=0.02, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
+        self.perf = resolve_perf(perf)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
@@ -289,7 +256,7 @@ class TorchConv2D(keras.layers.Layer):
     def convolve(self, inputs, kernel):
         """This layer's convolution (padding, stride, gradient form) with another kernel: the
         fused SPADE convs run several layers' kernels concatenated through it."""
-        swapped = use_swapped_filter_gradient(self.filter_gradient)
+        swapped = self.perf.filter_gradient is FilterGradient.SWAPPED
         return conv2d(inputs, kernel, self.strides, self.padding, swapped)
 
     def compute_output_shape(self, input_shape):
@@ -301,7 +268,7 @@ class TorchConv2D(keras.layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
                       padding=self.padding, use_bias=self.use_bias, init_type=self.init_type,
-                      init_gain=self.init_gain, filter_gradient=self.filter_gradient)
+                      init_gain=self.init_gain)
         return config
 
 
@@ -343,7 +310,7 @@ class SpectralConv2D(TorchConv2D):
         init_gain: ``--init_variance``.
         power_iterations: power iterations per training forward (the reference uses 1).
         epsilon: the normalization epsilon (PyTorch's 1e-12).
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` (see ``TorchConv2D``).
+        perf: how it computes (see ``TorchConv2D``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
@@ -351,10 +318,9 @@ class SpectralConv2D(TorchConv2D):
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, use_bias=True,
                  init_type="xavier", init_gain=0.02, power_iterations=1, epsilon=1e-12,
-                 filter_gradient="auto", **kwargs):
+                 perf=None, **kwargs):
         super().__init__(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-                         init_type=init_type, init_gain=init_gain,
-                         filter_gradient=filter_gradient, **kwargs)
+                         init_type=init_type, init_gain=init_gain, perf=perf, **kwargs)
         self.power_iterations = int(power_iterations)
         self.epsilon = float(epsilon)
 
@@ -374,11 +340,7 @@ class SpectralConv2D(TorchConv2D):
             self.u.assign(u)
             self.v.assign(v)
 
-    def weight_matrix(self):
-        """``kernel_orig`` as the reference's (out, in*k*k) matrix (OIHW flattening)."""
-        return tf.reshape(tf.transpose(self.kernel_orig, (3, 2, 0, 1)), (self.filters, -1))
-
-    # W = weight_matrix() is never formed in the forward: transposing a 1024x1024x3x3 kernel
+    # W, the reference's (out, in*k*k) matrix in OIHW order, is never formed in the forward: transposing a 1024x1024x3x3 kernel
     # twice per step cost 2.4 s of each ade20k iteration. W v and W^T u are computed from the
     # HWIO kernel viewed as M = (k*k*in, out) (a free reshape), with only the short v / W^T u
     # vectors reordered between the reference's (in, kh, kw) and our (kh, kw, in) layout.
@@ -451,62 +413,6 @@ class _UnitNormal(keras.initializers.Initializer):
 # --------------------------------------------------------------------------- normalization
 
 
-def normalize_closed_form(x, mean, var, count, epsilon, axes, replica_context=None):
-    """(x - mean) * rsqrt(var + epsilon) whose gradient treats mean and var as the batch (or
-    instance) statistics of x over ``axes`` that they are, in closed form:
-    dx = rstd * (dy - sum(dy) / count - y * sum(dy * y) / count).
-
-    Autodiff of the two-pass statistics takes about 8 elementwise passes and keeps x - mean for
-    the backward pass; this takes 3 and keeps only y. ``mean`` and ``var`` arrive without a
-    gradient of their own (stop_gradient'ed by the caller). With ``replica_context`` (synchronized
-    batch norm under a strategy) the two sums are all-reduced, as autodiff's all-reduce gradients
-    do. The same gradient to float rounding (tests/test_performance.py).
-    """
-    rstd = tf.math.rsqrt(var + epsilon)
-
-    @tf.custom_gradient
-    def normalize(x):
-        y = (x - mean) * rstd
-
-        def grad(dy):
-            sums = [tf.reduce_sum(dy, axes, keepdims=True),
-                    tf.reduce_sum(dy * y, axes, keepdims=True)]
-            if replica_context is not None:
-                sums = replica_context.all_reduce("sum", sums)
-            return rstd * (dy - sums[0] / count - y * (sums[1] / count))
-
-        return y, grad
-
-    return normalize(x)
-
-
-def modulate(normalized, gamma, beta, slope=None):
-    """SPADE's ``normalized * (1 + gamma) + beta``, then leaky ReLU with ``slope`` unless None,
-    with a hand-written gradient.
-
-    Autodiff keeps ``1 + gamma`` and the pre-activation for the backward pass, two more tensors
-    of the activation's size per SPADE layer; this keeps only ``normalized``, ``gamma`` and the
-    output (the next conv keeps it anyway), and reads the leaky ReLU's mask from the output's sign
-    (the same mask as from its input, since the slope is positive). Exact.
-    """
-
-    @tf.custom_gradient
-    def fn(normalized, gamma, beta):
-        out = normalized * (1.0 + gamma) + beta
-        if slope is not None:
-            out = tf.nn.leaky_relu(out, slope)
-
-        def grad(dout):
-            if slope is not None:
-                # The LeakyRelu op holds its slope as a float32 attribute: the same number here.
-                dout = tf.where(out > 0, dout, dout * float(np.float32(slope)))
-            return dout * (1.0 + gamma), dout * normalized, dout
-
-        return out, grad
-
-    return fn(normalized, gamma, beta)
-
-
 @keras.saving.register_keras_serializable(package="spade_tf")
 class TorchBatchNorm(keras.layers.Layer):
     """Batch normalization with PyTorch's ``BatchNorm2d`` statistics, optionally synchronized.
@@ -529,19 +435,18 @@ class TorchBatchNorm(keras.layers.Layer):
         affine: learn a per-channel scale and offset (used by ``norm_D``/``norm_E`` = batch;
             SPADE's norm is parameter-free).
         init_gain: the scale's init is N(1, init_gain), as the reference's ``init_weights``.
-        closed_form_gradient: in training mode, use the closed-form gradient
-            dx = rstd * (dy - mean(dy) - y * mean(dy * y)) (means over the global batch,
-            all-reduced when synchronized) instead of differentiating the two-pass statistics
-            op by op: fewer passes, and only y is kept for the backward pass, not x - mean
-            (``perf.closed_form_gradients``). The same gradient to float rounding
-            (tests/test_performance.py).
+        perf: how it computes. With ``perf.closed_form_gradients``, training mode uses the
+            closed-form gradient dx = rstd * (dy - mean(dy) - y * mean(dy * y)) (means over the
+            global batch, all-reduced when synchronized; ``kernels.norm_gradients``) instead of
+            differentiating the two-pass statistics op by op. Not part of the config.
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, synchronized=False, affine=False,
-                 init_gain=0.02, closed_form_gradient=False, **kwargs):
+                 init_gain=0.02, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.closed_form_gradient = bool(closed_form_gradient)
+        self.perf = resolve_perf(perf)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.synchronized = bool(synchronized)
@@ -595,7 +500,7 @@ class TorchBatchNorm(keras.layers.Layer):
         else:
             mean = tf.cast(self.moving_mean, x.dtype)
             var = tf.cast(self.moving_variance, x.dtype)
-        if training and self.closed_form_gradient:
+        if training and self.perf.closed_form_gradients:
             y = normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var), count,
                                       self.epsilon, [0, 1, 2], self._sync_context())
         else:
@@ -610,8 +515,7 @@ class TorchBatchNorm(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized,
-                      affine=self.affine, init_gain=self.init_gain,
-                      closed_form_gradient=self.closed_form_gradient)
+                      affine=self.affine, init_gain=self.init_gain)
         return config
 
 
@@ -623,21 +527,23 @@ class InstanceNormalization(keras.layers.Layer):
 
     Args:
         epsilon: added to the variance (PyTorch's 1e-5).
-        closed_form_gradient: in training mode, the closed-form gradient of the normalization
-            (see ``normalize_closed_form``; ``perf.closed_form_gradients``).
+        perf: how it computes: ``perf.closed_form_gradients`` gives training mode the
+            closed-form gradient (``kernels.norm_gradients.normalize_closed_form``). Not part
+            of the config.
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
-    def __init__(self, epsilon=1e-5, closed_form_gradient=False, **kwargs):
+    def __init__(self, epsilon=1e-5, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
-        self.closed_form_gradient = bool(closed_form_gradient)
+        self.perf = resolve_perf(perf)
 
     def call(self, inputs, training=False):
         x = at_least_float32(inputs)
         mean = tf.reduce_mean(x, [1, 2], keepdims=True)
         var = tf.reduce_mean(tf.square(x - mean), [1, 2], keepdims=True)
-        if training and self.closed_form_gradient:
+        if training and self.perf.closed_form_gradients:
             count = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), x.dtype)
             y = normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var), count,
                                       self.epsilon, [1, 2])
@@ -650,133 +556,41 @@ class InstanceNormalization(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(epsilon=self.epsilon, closed_form_gradient=self.closed_form_gradient)
+        config.update(epsilon=self.epsilon)
         return config
 
 
-def make_param_free_norm(norm, name=None, closed_form_gradient=False):
+def make_param_free_norm(norm, name=None, perf=None):
     """SPADE's parameter-free normalization for ``norm`` in {sync_batch, batch, instance}."""
     norm = SpadeNorm.parse(norm, "spade_norm")
     if norm is SpadeNorm.INSTANCE:
-        return InstanceNormalization(name=name, closed_form_gradient=closed_form_gradient)
-    return TorchBatchNorm(synchronized=norm is SpadeNorm.SYNC_BATCH, name=name,
-                          closed_form_gradient=closed_form_gradient)
+        return InstanceNormalization(name=name, perf=perf)
+    return TorchBatchNorm(synchronized=norm is SpadeNorm.SYNC_BATCH, name=name, perf=perf)
 
 
-def make_layer_norm(norm, init_gain=0.02, name=None, closed_form_gradient=False):
+def make_norm_layer(norm, init_gain=0.02, name=None, perf=None):
     """The norm after a (spectral) conv in D and E (``get_nonspade_norm_layer``), or None.
 
     As in the reference, the batch variants there are *affine*; instance norm is not.
     """
-    norm = LayerNorm.parse(norm, "norm")
-    if norm is LayerNorm.NONE:
+    norm = NormLayer.parse(norm, "norm")
+    if norm is NormLayer.NONE:
         return None
-    if norm is LayerNorm.INSTANCE:
-        return InstanceNormalization(name=name, closed_form_gradient=closed_form_gradient)
-    return TorchBatchNorm(synchronized=norm is LayerNorm.SYNC_BATCH, affine=True,
-                          init_gain=init_gain, name=name,
-                          closed_form_gradient=closed_form_gradient)
+    if norm is NormLayer.INSTANCE:
+        return InstanceNormalization(name=name, perf=perf)
+    return TorchBatchNorm(synchronized=norm is NormLayer.SYNC_BATCH, affine=True,
+                          init_gain=init_gain, name=name, perf=perf)
 
 
 def make_conv(spectral, filters, kernel_size, strides=1, padding=0, use_bias=True,
-              init_type="xavier", init_gain=0.02, filter_gradient="auto", name=None):
+              init_type="xavier", init_gain=0.02, perf=None, name=None):
+    """A ``SpectralConv2D`` (``spectral``) or a ``TorchConv2D``."""
     cls = SpectralConv2D if spectral else TorchConv2D
     return cls(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-               init_type=init_type, init_gain=init_gain, filter_gradient=filter_gradient,
-               name=name)
+               init_type=init_type, init_gain=init_gain, perf=perf, name=name)
 
 
 # --------------------------------------------------------------------------- label-map convs
-
-
-def _sizes(x):
-    """``x``'s dimensions: Python ints where static, scalar tensors where not. Static sizes
-    keep the traced graph small (a slice with constant bounds needs far fewer nodes than one
-    with computed bounds), and each node costs process memory (docs/benchmarks/graph_memory.md)."""
-    if all(d is not None for d in x.shape):
-        return list(x.shape)
-    shape = tf.shape(x)
-    return [d if d is not None else shape[i] for i, d in enumerate(x.shape)]
-
-
-def onehot_indices(onehot):
-    """The hot channel of each pixel of a one-hot NHWC map, as int32 [N, H, W]; pixels where no
-    channel is hot (all zeros) get the index C (a zero row in ``onehot_conv``'s tables)."""
-    c = int(onehot.shape[-1])
-    idx = tf.argmax(onehot, axis=-1, output_type=tf.int32)
-    return tf.where(tf.reduce_max(onehot, axis=-1) > 0, idx, c)
-
-
-def onehot_conv(indices, kernel, method="segment_sum"):
-    """``conv2d(one_hot(indices, C), kernel, SAME)`` for a KxK stride-1 kernel, by lookups.
-
-    Output pixel p is the sum over the K*K taps t of row ``indices[p + t]`` of the tap's
-    kernel slice ``kernel[t]`` (C, F): no multiplications, about 1/C of the dense conv's work.
-    Taps that fall outside the map (the conv's zero padding) and index C read a zero row.
-
-    Exact for maps with at most one 1 per pixel; the sum runs in another order than the
-    conv's, so results agree to float rounding (tests/test_performance.py).
-
-    Args:
-        indices: int32 [N, H, W] class per pixel, in [0, C].
-        kernel: [K, K, C, F] tensor.
-        method: ``segment_sum`` (one fused SparseSegmentSum, and one for the kernel
-            gradient) or ``gather`` (K*K ``tf.gather`` + add, TFLite builtins).
-    """
-    k, c, f = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
-    p = k // 2
-    table = tf.reshape(tf.pad(tf.reshape(kernel, (k * k, c, f)), [[0, 0], [0, 1], [0, 0]]),
-                       (k * k * (c + 1), f))  # tap t, class j -> row t*(C+1) + j; j=C is zero
-    padded = tf.pad(indices, [[0, 0], [p, p], [p, p]], constant_values=c)
-    sizes = _sizes(indices)
-    h, w = sizes[1], sizes[2]
-    taps = [padded[:, i:i + h, j:j + w] + (i * k + j) * (c + 1) for i in range(k) for j in range(k)]
-    if LabelConv.parse(method, "label_conv") is LabelConv.GATHER:
-        y = tf.gather(table, taps[0])
-        for t in taps[1:]:
-            y = y + tf.gather(table, t)
-        return y
-    rows = tf.reshape(tf.stack(taps, axis=-1), (-1,))  # pixel-major: K*K rows per pixel
-    size = indices.shape.num_elements() or tf.size(indices)
-    pixels = tf.reshape(tf.broadcast_to(tf.range(size)[:, None], (size, k * k)), (-1,))
-
-    @tf.custom_gradient
-    def lookup(table):
-        y = tf.sparse.segment_sum(table, rows, pixels)
-
-        def grad(dy):
-            return _onehot_conv_table_gradient(indices, dy, k, c, f)
-
-        return y, grad
-
-    return tf.reshape(lookup(table), tf.stack([*sizes, f]))
-
-
-def _onehot_conv_table_gradient(indices, dy, k, c, f):
-    """d(loss)/d(table) of ``onehot_conv``: row (t, j) sums dy over the pixels p whose tap t
-    reads class j, i.e. over the pixels q = p + offset_t of class j, of dy[q - offset_t].
-
-    The pixels are sorted by class once; every tap then reads dy (zero-padded) at the sorted
-    positions shifted by its offset, and one fused SparseSegmentSum adds them up in order
-    (segment t*(C+1) + j). One unsorted segment sum per tap over dy, the first form of this,
-    took 2.6x as long in the ade20k profile.
-    """
-    p = k // 2
-    n, h, w = tf.shape(indices)[0], tf.shape(indices)[1], tf.shape(indices)[2]
-    flat = tf.reshape(indices, (-1,))
-    order = tf.argsort(flat, stable=True)
-    classes = tf.gather(flat, order)
-    qn, rem = order // (h * w), order % (h * w)
-    qh, qw = rem // w, rem % w
-    hp, wp = h + 2 * p, w + 2 * p
-    dy_pad = tf.reshape(tf.pad(tf.reshape(dy, (n, h, w, f)), [[0, 0], [p, p], [p, p], [0, 0]]),
-                        (-1, f))
-    # Tap (i, j) reads q = p_out + (i - p, j - p): p_out = q - (i - p, j - p), which sits at
-    # q + (2p - i, 2p - j) in the padded dy.
-    base = qn * hp * wp + qh * wp + qw
-    rows = tf.concat([base + (2 * p - i) * wp + (2 * p - j) for i in range(k) for j in range(k)], 0)
-    segments = tf.concat([classes + t * (c + 1) for t in range(k * k)], 0)
-    return tf.sparse.segment_sum(dy_pad, rows, segments, num_segments=k * k * (c + 1))
 
 
 def label_map_conv(conv, kernel, bias, seg, indices=None, onehot_channels=None,
@@ -795,188 +609,6 @@ def label_map_conv(conv, kernel, bias, seg, indices=None, onehot_channels=None,
     if seg.shape[-1] > n:
         y = y + conv.convolve(seg[..., n:], kernel[:, :, n:, :])
     return tf.cast(y, kernel.dtype) + bias
-
-
-# ------------------------------------------------------------------ uniform label regions
-
-# The regional form runs only where at most this fraction of a map's pixels is near a label
-# boundary: above it, gathering the boundary pixels' patches costs about what the dense conv
-# saves (REGION_MAX_FRACTION and REGION_MIN_PIXELS: docs/performance.md, uniform regions).
-REGION_MAX_FRACTION = 0.5
-# ... and only at resolutions of at least this many pixels (below, nearly every pixel of a real
-# label map is near a boundary, and the convs are small).
-REGION_MIN_PIXELS = 32 * 32
-
-
-class LabelRegions(typing.NamedTuple):
-    """Where SPADE's gamma and beta are not a function of the pixel's own class.
-
-    Attributes:
-        indices: int32 [N, H, W], the class of each pixel (``onehot_indices``).
-        boundary: int32 [B, 3], (n, i, j) of every pixel whose 2·(K//2) neighbourhood holds
-            another class, a nonzero non-one-hot channel (the instance edges) or the image border.
-        worth: scalar bool, the regional form pays (boundary fraction < REGION_MAX_FRACTION).
-        taps: per tap of a KxK SAME conv (row-major), (rows [B, 1] int32, valid [B, 1] bool or
-            None): the row of the map flattened to [N*H*W, F] that the tap reads for each
-            boundary pixel, clamped into the map where the tap falls in the zero padding
-            (``valid`` False there; None for the centre tap). Computed once per resolution and
-            shared by every SPADE conv there: per conv they were 3/4 of the regional graph's
-            nodes, and the graph's size is process memory (about 15 KB per node once traced
-            and run: ``scripts/graph_memory.py``).
-    """
-
-    indices: tf.Tensor
-    boundary: tf.Tensor
-    worth: tf.Tensor
-    taps: tuple
-
-
-def label_regions(indices, extra=None, kernel_size=3, max_fraction=REGION_MAX_FRACTION):
-    """``LabelRegions`` of a label map at one resolution.
-
-    SPADE's gamma at pixel p is a KxK conv of the hidden features, each a KxK conv (+ ReLU) of
-    the label map: p depends on the labels within 2·(K//2) pixels. Where they are all one class
-    c, with no instance edge and no zero padding in reach, gamma(p) is the same for every such
-    pixel of class c: one value per class, computed once (``regional_conv``).
-
-    Args:
-        indices: int32 [N, H, W] from ``onehot_indices`` (index C: no class).
-        extra: the label map's other channels [N, H, W, E] (the instance edges), or None.
-        kernel_size: K of SPADE's convs.
-        max_fraction: ``worth`` is False above this boundary fraction.
-    """
-    r = 2 * (int(kernel_size) // 2)
-    win = 2 * r + 1
-    f = tf.cast(indices, tf.float32)[..., None]  # class ids < 2^24: exact in float32
-    hi = tf.nn.max_pool2d(f, win, 1, "SAME")  # SAME pooling ignores the outside
-    lo = -tf.nn.max_pool2d(-f, win, 1, "SAME")
-    uniform = tf.equal(hi, lo)[..., 0]
-    if extra is not None and int(extra.shape[-1]):
-        e = tf.reduce_max(tf.abs(tf.cast(extra, tf.float32)), axis=-1, keepdims=True)
-        uniform &= tf.equal(tf.nn.max_pool2d(e, win, 1, "SAME")[..., 0], 0.0)
-    _, h, w = _sizes(indices)
-    rows = tf.range(h)
-    cols = tf.range(w)
-    inside = ((rows >= r) & (rows < h - r))[:, None] & ((cols >= r) & (cols < w - r))[None, :]
-    uniform &= inside[None]
-    boundary = tf.cast(tf.where(~uniform), tf.int32)
-    fraction = tf.cast(tf.shape(boundary)[0], tf.float32) / tf.cast(tf.size(indices), tf.float32)
-    return LabelRegions(indices, boundary, fraction < max_fraction,
-                        _tap_rows(h, w, boundary, int(kernel_size)))
-
-
-def class_hidden_features(kernel, bias, onehot_channels):
-    """[C + 1, F]: SPADE's hidden features of a pixel whose whole KxK window is class c (row
-    C: no class), relu(sum over the taps of the shared kernel's row c + bias)."""
-    n = int(onehot_channels)
-    rows = tf.reduce_sum(kernel[:, :, :n, :], axis=[0, 1])
-    return ops.relu(tf.concat([rows, tf.zeros_like(rows[:1])], 0) + bias)
-
-
-def _tap_rows(h, w, boundary, k):
-    """``LabelRegions.taps`` for a KxK SAME conv on an [N, h, w, F] map at the pixels
-    ``boundary`` [B, 3] (n, i, j)."""
-    p = k // 2
-    n, i0, j0 = tf.unstack(boundary[..., None], axis=1)  # each [B, 1]: gather_nd's rows
-
-    def shifted(x, d, size):  # (x + d clamped into [0, size), valid or None)
-        if not d:
-            return x, None
-        y = x + d
-        return tf.clip_by_value(y, 0, size - 1), (y >= 0) & (y < size)
-
-    rows = [shifted(i0, d, h) for d in range(-p, p + 1)]
-    cols = [shifted(j0, d, w) for d in range(-p, p + 1)]
-    base = n * (h * w)
-    taps = []
-    for i, valid_i in rows:
-        row_base = base + i * w
-        for j, valid_j in cols:
-            valid = (valid_i if valid_j is None else valid_j if valid_i is None
-                     else valid_i & valid_j)
-            taps.append((row_base + j, valid))
-    return tuple(taps)
-
-
-def _masked(x, valid, zero):
-    return x if valid is None else tf.where(valid, x, zero)
-
-
-def regional_conv(hidden, kernel, bias, class_hidden, regions):
-    """``conv2d(hidden, kernel, SAME) + bias`` where ``hidden`` holds SPADE's hidden features
-    of a label map with ``regions``: a conv at the boundary pixels only (per tap, a gather of
-    their neighbours' rows and a matmul), and one value per class everywhere else.
-
-    The same sums as the dense conv at every pixel (float rounding aside): off the boundary the
-    patch is ``class_hidden[c]`` under every tap, so the output is class_hidden[c] · (the
-    kernel summed over its taps) + bias. The gradient is written out so that the backward pass
-    also runs on the boundary pixels only and keeps nothing but the inputs. Both passes gather
-    per tap (B rows at a time), not a B x K*K*F patch matrix (45 MB at ade20k's 256x256: the
-    inference memory peak is in that block).
-
-    Args:
-        hidden: [N, H, W, F] SPADE's hidden features (``relu(mlp_shared(seg))``).
-        kernel: [K, K, F, O] HWIO kernel; bias: [O].
-        class_hidden: [C + 1, F] from ``class_hidden_features``.
-        regions: ``LabelRegions`` of the label map at this resolution.
-    """
-    k = int(kernel.shape[0])
-    if len(regions.taps) != k * k:
-        raise ValueError(f"regional_conv: the regions were found for {len(regions.taps)} taps, "
-                         f"the kernel has {k}x{k}")
-    boundary, taps = regions.boundary, regions.taps
-    n_rows = int(class_hidden.shape[0])
-    features = int(hidden.shape[-1])
-    # Each pixel reads one row of [class values; boundary values]: its class's row, or (on the
-    # boundary) its own. One gather makes the output, with no dense copy for a scatter.
-    rows_of = tf.tensor_scatter_nd_update(regions.indices, boundary,
-                                          n_rows + tf.range(tf.shape(boundary)[0]))
-
-    @tf.custom_gradient
-    def conv(hidden, kernel, bias, class_hidden):
-        tap_sum = tf.reduce_sum(kernel, axis=[0, 1])
-        table = tf.matmul(class_hidden, tap_sum) + bias
-        flat = tf.reshape(hidden, (-1, features))  # a view: no copy
-        tap_kernels = tf.unstack(tf.reshape(kernel, (k * k, features, -1)))
-        zero = tf.zeros((), hidden.dtype)  # one node for every tap (the graph's size is memory)
-        values = bias
-        for (index, valid), tap_kernel in zip(taps, tap_kernels):
-            # one tap at a time: left to itself the executor gathers all K*K at once
-            with tf.control_dependencies([values]):
-                rows = _masked(tf.gather_nd(flat, index), valid, zero)
-            values = values + tf.matmul(rows, tap_kernel)
-        out = tf.gather(tf.concat([table, values], 0), rows_of)
-
-        def grad(dout):
-            d_rows = tf.math.unsorted_segment_sum(
-                tf.reshape(dout, (-1, dout.shape[-1])), tf.reshape(rows_of, (-1,)),
-                n_rows + tf.shape(boundary)[0])
-            d_table, d_values = d_rows[:n_rows], d_rows[n_rows:]
-            d_bias = tf.reduce_sum(d_table, 0) + tf.reduce_sum(d_values, 0)
-            d_class_hidden = tf.matmul(d_table, tap_sum, transpose_b=True)
-            d_taps, d_flat = [], None  # the forward's flat view, tap kernels and zero
-            for a in range(k):  # one row of taps at a time: K scatters of K*B rows
-                index_row, updates_row = [], []
-                for (index, valid), tap_kernel in zip(taps[a * k:(a + 1) * k],
-                                                      tap_kernels[a * k:(a + 1) * k]):
-                    with tf.control_dependencies(d_taps[-1:] + ([d_flat] if a else [])):
-                        rows = _masked(tf.gather_nd(flat, index), valid, zero)
-                    d_taps.append(tf.matmul(rows, d_values, transpose_a=True))
-                    updates_row.append(_masked(tf.matmul(d_values, tap_kernel, transpose_b=True),
-                                               valid, zero))
-                    index_row.append(index)
-                index_row = tf.concat(index_row, 0)
-                updates_row = tf.concat(updates_row, 0)
-                d_flat = (tf.scatter_nd(index_row, updates_row, tf.shape(flat))
-                          if d_flat is None else
-                          tf.tensor_scatter_nd_add(d_flat, index_row, updates_row))
-            d_kernel = (tf.reshape(tf.stack(d_taps), kernel.shape)
-                        + tf.matmul(class_hidden, d_table, transpose_a=True))
-            return tf.reshape(d_flat, tf.shape(hidden)), d_kernel, d_bias, d_class_hidden
-
-        return out, grad
-
-    return conv(hidden, kernel, bias, class_hidden)
 
 
 def label_branch_conv(conv_layer, hidden, kernel, bias, class_hidden=None, regions=None,
@@ -1014,8 +646,8 @@ class SPADE(keras.layers.Layer):
     a shared KxK conv to ``hidden_filters`` channels with ReLU, then one KxK conv each.
     No spectral norm on these convs, as in the reference.
 
-    The variables are always the reference's three convs; ``label_conv`` and
-    ``fuse_gamma_beta`` only change how they are applied (the same numbers to float rounding).
+    The variables are always the reference's three convs; ``perf`` only changes how they are
+    applied (the same numbers to float rounding).
 
     Args:
         norm_type: the parameter-free norm: ``sync_batch`` (default, ``spadesyncbatch3x3``),
@@ -1026,15 +658,13 @@ class SPADE(keras.layers.Layer):
         init_gain: ``--init_variance``.
         onehot_channels: how many leading channels of the label map are one-hot (the classes
             and dontcare); None: unknown, the shared conv stays dense.
-        label_conv: ``dense`` | ``gather`` | ``segment_sum``: how the shared conv reads the
-            one-hot channels (see ``onehot_conv``).
-        fuse_gamma_beta: run mlp_gamma and mlp_beta as one conv with 2C outputs.
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` for the three convs.
-        closed_form_gradients: in training mode, hand-written gradients for the norm and the
-            modulation (``normalize_closed_form``, ``modulate``; ``perf.closed_form_gradients``).
-        sequential_inference: in inference mode, run the label branch only once ``x`` is
-            ready, in a fixed order with the norm (``perf.sequential_inference``; see
-            ``_sequential_inference``).
+        perf: how it computes (``PerfConfig``, resolved for the device; not part of the
+            config): ``label_conv`` (how the shared conv reads the one-hot channels,
+            ``kernels.onehot_conv``), ``fuse_gamma_beta`` (mlp_gamma and mlp_beta as one conv
+            with 2C outputs), ``filter_gradient``, ``closed_form_gradients`` (hand-written
+            training gradients for the norm and the modulation, ``kernels.norm_gradients``)
+            and ``sequential_inference`` (in inference mode, the label branch only once ``x``
+            is ready, in a fixed order with the norm: ``_sequential_inference``).
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -1049,36 +679,30 @@ class SPADE(keras.layers.Layer):
             None: no activation.
         indices: ``onehot_indices`` of ``segmap``'s one-hot channels, when ``segmap`` is at
             x's resolution already and the caller has them (the lookups then skip the argmax).
-        regions: ``LabelRegions`` of the label map at x's resolution: gamma and beta by
-            ``regional_conv`` where worth it (``perf.uniform_regions``); None: dense convs.
+        regions: ``kernels.regions.LabelRegions`` of the label map at x's resolution: gamma
+            and beta by ``regional_conv`` where worth it (``perf.uniform_regions``); None:
+            dense convs.
     """
 
     def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
-                 init_type="xavier", init_gain=0.02, onehot_channels=None, label_conv="dense",
-                 fuse_gamma_beta=False, filter_gradient="auto", closed_form_gradients=False,
-                 sequential_inference=False, **kwargs):
+                 init_type="xavier", init_gain=0.02, onehot_channels=None, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.sequential_inference = bool(sequential_inference)
+        self.perf = resolve_perf(perf)
         self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
         self.kernel_size = int(kernel_size)
         self.hidden_filters = int(hidden_filters)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
-        self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
-        self.fuse_gamma_beta = bool(fuse_gamma_beta)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
-        self.closed_form_gradients = bool(closed_form_gradients)
 
     def build(self, x_shape, segmap_shape):
         # Sublayers are made here: gamma/beta need the channels of x, known only now.
         c = int(x_shape[-1])
         k, p = self.kernel_size, self.kernel_size // 2
-        init = dict(init_type=self.init_type, init_gain=self.init_gain,
-                    filter_gradient=self.filter_gradient)
-        self.param_free_norm = make_param_free_norm(
-            self.norm_type, name="param_free_norm",
-            closed_form_gradient=self.closed_form_gradients)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain, perf=self.perf)
+        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm",
+                                                    perf=self.perf)
         self.mlp_shared = TorchConv2D(self.hidden_filters, k, padding=p, name="mlp_shared", **init)
         self.mlp_gamma = TorchConv2D(c, k, padding=p, name="mlp_gamma", **init)
         self.mlp_beta = TorchConv2D(c, k, padding=p, name="mlp_beta", **init)
@@ -1098,10 +722,10 @@ class SPADE(keras.layers.Layer):
         """relu(mlp_shared(seg)) for a label map already at x's resolution (``indices``: its
         ``onehot_indices``, needed for the lookup forms)."""
         kernel, bias = self.shared_kernel()
-        if indices is None and self.label_conv != LabelConv.DENSE.value and self.onehot_channels:
+        if indices is None and self.perf.label_conv is not LabelConv.DENSE and self.onehot_channels:
             indices = onehot_indices(seg[..., :self.onehot_channels])
         return ops.relu(label_map_conv(self.mlp_shared, kernel, bias, seg, indices,
-                                       self.onehot_channels, self.label_conv))
+                                       self.onehot_channels, self.perf.label_conv))
 
     def class_hidden(self, regions):
         """``class_hidden_features`` of this layer's shared conv, when ``regions`` are used."""
@@ -1122,7 +746,7 @@ class SPADE(keras.layers.Layer):
     def modulation(self, hidden, regions=None):
         """(gamma, beta) from the hidden features (``regions``: see ``call``)."""
         class_hidden = self.class_hidden(regions)
-        if not self.fuse_gamma_beta:
+        if not self.perf.fuse_gamma_beta:
             return (self._branch(self.mlp_gamma, hidden, class_hidden, regions),
                     self._branch(self.mlp_beta, hidden, class_hidden, regions))
         dt = self.compute_dtype
@@ -1141,14 +765,14 @@ class SPADE(keras.layers.Layer):
 
     def call(self, x, segmap, training=False, hidden=None, activation_slope=None, indices=None,
              regions=None):
-        if self.sequential_inference and not training:
+        if self.perf.sequential_inference and not training:
             out = self._sequential_inference(x, segmap, hidden, indices, regions)
         else:
             normalized = self.param_free_norm(x, training=training)
             if hidden is None:
                 hidden = self.hidden_features(self._resized(segmap, x), indices)
             gamma, beta = self.modulation(hidden, regions)
-            if training and self.closed_form_gradients:
+            if training and self.perf.closed_form_gradients:
                 return modulate(normalized, gamma, beta, activation_slope)
             out = normalized * (1.0 + gamma) + beta
         if activation_slope is not None:
@@ -1184,11 +808,7 @@ class SPADE(keras.layers.Layer):
         config = super().get_config()
         config.update(norm_type=self.norm_type, kernel_size=self.kernel_size,
                       hidden_filters=self.hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain, onehot_channels=self.onehot_channels,
-                      label_conv=self.label_conv, fuse_gamma_beta=self.fuse_gamma_beta,
-                      filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients,
-                      sequential_inference=self.sequential_inference)
+                      init_gain=self.init_gain, onehot_channels=self.onehot_channels)
         return config
 
 
@@ -1203,17 +823,21 @@ class AffineNorm(keras.layers.Layer):
     Args:
         norm_type: the parameter-free norm: ``sync_batch``, ``batch`` or ``instance``.
         init_gain: the scale starts at N(1, init_gain), as the reference's affine norms.
+        perf: how the norm computes (see ``TorchBatchNorm``; not part of the config).
         **kwargs: standard ``keras.layers.Layer`` arguments.
     """
 
-    def __init__(self, norm_type="sync_batch", init_gain=0.02, **kwargs):
+    def __init__(self, norm_type="sync_batch", init_gain=0.02, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
         self.init_gain = float(init_gain)
+        self.perf = resolve_perf(perf)
 
     def build(self, x_shape, segmap_shape=None):
         c = int(x_shape[-1])
-        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm")
+        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm",
+                                                    perf=self.perf)
         self.param_free_norm.build(x_shape)
         self.gamma = self.add_weight(name="gamma", shape=(c,), autocast=False,
                                      initializer=keras.initializers.RandomNormal(1.0, self.init_gain))
@@ -1251,12 +875,8 @@ class SPADEResBlock(keras.layers.Layer):
         modulation: ``spade`` (the reference) or ``affine``: every SPADE replaced by an
             ``AffineNorm`` of the same norm type, which ignores the label map (the baseline).
         onehot_channels: leading one-hot channels of the label map (see ``SPADE``).
-        label_conv: ``dense`` | ``gather`` | ``segment_sum`` (see ``SPADE``).
-        fuse_gamma_beta: fuse each SPADE's gamma and beta convs (see ``SPADE``).
-        filter_gradient: ``native`` | ``swapped`` | ``auto`` for every conv of the block.
-        closed_form_gradients: hand-written norm and modulation gradients (see ``SPADE``).
-        sequential_inference: in inference mode, one SPADE layer's label branch at a time (see
-            ``SPADE``): the shortcut, then the main branch.
+        perf: how it computes (``PerfConfig``; see ``SPADE``; not part of the config). With
+            ``sequential_inference``, the shortcut runs before the main branch.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Call arguments:
@@ -1273,11 +893,10 @@ class SPADEResBlock(keras.layers.Layer):
 
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
                  spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
-                 onehot_channels=None, label_conv="dense", fuse_gamma_beta=False,
-                 filter_gradient="auto", closed_form_gradients=False, sequential_inference=False,
-                 **kwargs):
+                 onehot_channels=None, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
-        self.sequential_inference = bool(sequential_inference)
+        self.perf = resolve_perf(perf)
         if modulation not in self.MODULATIONS:
             raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
                              + ", ".join(repr(m) for m in self.MODULATIONS))
@@ -1290,28 +909,21 @@ class SPADEResBlock(keras.layers.Layer):
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
-        self.label_conv = str(LabelConv.parse(label_conv, "label_conv"))
-        self.fuse_gamma_beta = bool(fuse_gamma_beta)
-        self.filter_gradient = str(FilterGradient.parse(filter_gradient, "filter_gradient"))
-        self.closed_form_gradients = bool(closed_form_gradients)
 
     def build(self, x_shape, segmap_shape):
         fin = int(x_shape[-1])
         self.learned_shortcut = fin != self.filters
         fmiddle = min(fin, self.filters)
-        init = dict(init_type=self.init_type, init_gain=self.init_gain,
-                    filter_gradient=self.filter_gradient)
+        init = dict(init_type=self.init_type, init_gain=self.init_gain, perf=self.perf)
         if self.modulation == "spade":
             def make_norm(name):
                 return SPADE(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
                              hidden_filters=self.spade_hidden_filters,
-                             onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                             fuse_gamma_beta=self.fuse_gamma_beta,
-                             closed_form_gradients=self.closed_form_gradients,
-                             sequential_inference=self.sequential_inference, name=name, **init)
+                             onehot_channels=self.onehot_channels, name=name, **init)
         else:
             def make_norm(name):
-                return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name)
+                return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name,
+                                  perf=self.perf)
         self.conv_0 = make_conv(self.spectral, fmiddle, 3, padding=1, name="conv_0", **init)
         self.conv_1 = make_conv(self.spectral, self.filters, 3, padding=1, name="conv_1", **init)
         self.norm_0 = make_norm("norm_0")
@@ -1360,7 +972,7 @@ class SPADEResBlock(keras.layers.Layer):
         else:
             x_s = x
         # Sequential inference: the main branch (norm_0's label branch first) after the shortcut.
-        after_shortcut = (self.sequential_inference and not training and self.learned_shortcut
+        after_shortcut = (self.perf.sequential_inference and not training and self.learned_shortcut
                           and self.modulation == "spade")
         with tf.control_dependencies([x_s] if after_shortcut else []):
             dx = self.conv_0(norm("norm_0", x, activated=True), training=training)
@@ -1376,10 +988,7 @@ class SPADEResBlock(keras.layers.Layer):
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, modulation=self.modulation,
-                      onehot_channels=self.onehot_channels, label_conv=self.label_conv,
-                      fuse_gamma_beta=self.fuse_gamma_beta, filter_gradient=self.filter_gradient,
-                      closed_form_gradients=self.closed_form_gradients,
-                      sequential_inference=self.sequential_inference)
+                      onehot_channels=self.onehot_channels)
         return config
 
 

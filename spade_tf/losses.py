@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from spade_tf.config import GanMode
 from spade_tf.layers import at_least_float32
+from spade_tf.weights import read_torch_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,6 @@ def load_vgg19_weights(model: keras.Model, path: str) -> None:
         model.load_weights(str(p))
         return
     if p.suffix == ".pth":
-        from spade_tf.convert import read_torch_state_dict
-
         state = read_torch_state_dict(p)
     else:
         with np.load(p) as z:

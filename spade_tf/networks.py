@@ -14,13 +14,13 @@ from typing import Optional
 
 import tensorflow as tf
 
-from spade_tf.config import (Config, ModelConfig, PerfConfig, effective_perf, load_config,
-                             save_config)
+from spade_tf.config import Config, ModelConfig, PerfConfig, load_config, save_config
 from spade_tf.discriminator import MultiscaleDiscriminator, discriminator_from_config
 from spade_tf.encoder import ConvEncoder, encoder_from_config
 from spade_tf.fileio import atomic_dir
 from spade_tf.generator import SPADEGenerator, generator_from_config
 from spade_tf.layers import count_params
+from spade_tf.perf import perf_for, resolve_perf
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_PREFIX = "networks"
@@ -55,16 +55,19 @@ def build_networks(config: Config | ModelConfig, *, generator=True, discriminato
         encoder: build the encoder; default: iff the config uses the VAE.
         feature_matching: whether D returns intermediate features; default from ``loss``.
         seed: seed of the generator's noise.
-        perf: how the networks compute (default: the config's ``perf`` section as
-            ``effective_perf`` resolves it, or every optimisation on for a bare ``ModelConfig``).
+        perf: how the networks compute (default: the config's ``perf`` section, or all
+            ``auto`` for a bare ``ModelConfig``), resolved for this device (XLA when the
+            config's ``train.jit_compile`` is on) by ``spade_tf.perf``.
     """
     model = config.model if isinstance(config, Config) else config
     if feature_matching is None:
         feature_matching = config.loss.feature_matching if isinstance(config, Config) else True
     if encoder is None:
         encoder = model.use_vae
-    if perf is None:
-        perf = effective_perf(config) if isinstance(config, Config) else PerfConfig()
+    if isinstance(config, Config):
+        perf = perf_for(config if perf is None else dataclasses.replace(config, perf=perf))
+    else:
+        perf = resolve_perf(perf)
     return SPADENetworks(
         generator=generator_from_config(model, seed=seed, perf=perf) if generator else None,
         discriminator=(discriminator_from_config(model, feature_matching, perf=perf)

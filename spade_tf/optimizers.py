@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from spade_tf.tf_internals import adam_slots
+
 
 @keras.saving.register_keras_serializable(package="spade_tf")
 class FusedAdam(keras.optimizers.Adam):
@@ -27,8 +29,7 @@ class FusedAdam(keras.optimizers.Adam):
         if self.amsgrad or handle is None:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
+        m, v = adam_slots(self, variable)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1 = tf.cast(self.beta_1, dtype)
         beta_2 = tf.cast(self.beta_2, dtype)

@@ -96,7 +96,7 @@ def train_segmenter(config: Config, out: str | os.PathLike, *, steps: int = 1500
     Training uses the same pipeline as GAN training (crop, flip), Adam with a cosine decay, and
     a per-pixel cross-entropy that ignores dontcare pixels.
     """
-    from tqdm import tqdm
+    from spade_tf.progress import progress as progress_bar
 
     from spade_tf.data import build_dataset
     from spade_tf.metrics import segmentation_scores
@@ -122,7 +122,8 @@ def train_segmenter(config: Config, out: str | os.PathLike, *, steps: int = 1500
 
     train = build_dataset(config, "train", batch_size=batch_size, repeat=True)
     start, losses = time.time(), []
-    bar = tqdm(train.take(steps), total=steps, desc="segmenter", unit="step", disable=not progress)
+    bar = progress_bar(train.take(steps), total=steps, desc="segmenter", unit="step",
+                       enabled=progress)
     for batch in bar:
         losses.append(float(step(batch["image"], batch["label"])))
         if len(losses) % 20 == 0:

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from spade_tf import callbacks as cb
 from spade_tf.config import Config, Precision, config_to_dict, load_config, save_config
+from spade_tf.perf import describe_perf
 from spade_tf.data.pipeline import build_dataset, steps_per_epoch
 from spade_tf.fileio import atomic_write_text
 from spade_tf.gan import GauGAN, make_optimizers
@@ -109,14 +110,15 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
         resume_from: a specific checkpoint prefix instead of the latest.
         extra_callbacks: more Keras callbacks (after ours).
         command: the command line to record (default: ``sys.argv``).
-        verbose: Keras' progress bar setting (1: bar with ETA and losses).
+        verbose: 1: Keras' progress bar (a terminal); 2: a plain line every 30 s and per
+            epoch (``callbacks.LineProgress``: logs, CI); 0: silent.
         chief: whether this process writes checkpoints, logs and samples (multi-worker: worker 0).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if chief:
         _check_same_run(workdir, config)
-        save_config(config, workdir / "config.yaml")
+        save_config(config, workdir / "config.yaml", footer=describe_perf(config))
         atomic_write_text(workdir / "command.txt",
                           " ".join(shlex.quote(a) for a in (command or sys.argv)) + "\n")
     keras.utils.set_random_seed(config.train.seed)
@@ -162,6 +164,8 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
     with cb.StopSignals() as signals:
         callbacks = [cb.LearningRateSchedule(config), cb.NaNGuard(manager),
                      cb.Limits(limit, config.train.max_minutes)]
+        if verbose == 2:
+            callbacks.append(cb.LineProgress(limit))
         if chief:
             callbacks += [cb.StepLog(workdir / "steps.log"),
                           cb.TrainingMonitor(config, workdir, _sample_batch(config))]
@@ -181,7 +185,7 @@ def train(config: Config, workdir, *, strategy: Optional[tf.distribute.Strategy]
                            first_full, total_epochs, spe))
         for ds, initial, epochs, steps in phases:
             h = gan.fit(ds, initial_epoch=initial, epochs=epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose, shuffle=False)  # order: the pipeline's
+                        callbacks=callbacks, verbose=1 if verbose == 1 else 0, shuffle=False)  # order: the pipeline's
             for k, v in h.history.items():
                 history.setdefault(k, []).extend(v)
             if gan.stop_training or int(gan.iterations_done.numpy()) >= limit:

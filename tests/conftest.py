@@ -126,3 +126,26 @@ def run_python(code: str, timeout=600, env=None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=str(REPO))
+
+
+def rel_error(a, b):
+    """max |a - b| / max |b|, in float64."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def copy_weights(target, source):
+    """Assigns ``source``'s weights to ``target``'s (the same layer structure)."""
+    for a, b in zip(target.weights, source.weights):
+        assert a.path == b.path
+        a.assign(b)
+
+
+def block_labels(rng, n, h, w, classes, block, noise=3):
+    """Piecewise-constant labels (``block``-pixel squares of random classes) with ``noise``
+    single pixels of another class: a map with uniform regions, as real label maps have."""
+    lab = np.kron(rng.integers(0, classes, (n, -(-h // block), -(-w // block))),
+                  np.ones((block, block), np.int64))[:, :h, :w]
+    for _ in range(noise):
+        lab[rng.integers(n), rng.integers(h), rng.integers(w)] = rng.integers(classes)
+    return lab.astype(np.int32)

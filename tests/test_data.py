@@ -204,12 +204,12 @@ def test_bad_label_id_names_file_value_and_range(tmp_path):
 
 def test_negative_label_id_is_an_error():
     # PNGs cannot hold negative ids, but arrays from other sources can: the same rule applies.
-    from spade_tf.data.pipeline import _check_labels
+    from spade_tf.data.source import check_labels
 
     label = np.zeros((4, 4), np.int32)
     label[0, 0] = -3
     with pytest.raises(DataError, match=r"label\.png: label id\(s\) \[-3\] out of range"):
-        _check_labels(label, load_config("custom", ["model.num_classes=5"]), "label.png")
+        check_labels(label, load_config("custom", ["model.num_classes=5"]), "label.png")
 
 
 def test_photo_and_label_of_different_sizes(tmp_path):

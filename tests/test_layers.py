@@ -206,7 +206,7 @@ LAYERS = [
     NLayerDiscriminator(base_filters=16, num_layers=3, norm="none", spectral=False),
     MultiscaleDiscriminator(num_discriminators=3, base_filters=8, num_layers=2, norm="batch",
                             return_features=False),
-    ConvEncoder(base_filters=4, crop_size=128, latent_dim=32, norm="sync_batch", spectral=False),
+    ConvEncoder(base_filters=4, crop_size=128, z_dim=32, norm="sync_batch", spectral=False),
     SPADEGenerator(base_filters=8, num_upsampling_layers="most", crop_size=256, aspect_ratio=2.0,
                    use_vae=True, z_dim=16, spectral=False, spade_norm="batch", spade_kernel_size=5,
                    spade_hidden_filters=32, init_type="xavier_uniform", init_gain=0.5, seed=4),

@@ -1,6 +1,6 @@
 """The low-memory allocator setting (spade_tf.memory, ``spade-tf --low-memory``).
 
-What it saves on the generator is measured by scripts/inference_memory.py and benchmark.py; this
+What it saves on the generator is measured by scripts/benchmark.py (and was by scripts/inference_memory.py of commit 953cabb); this
 checks the mechanism: glibc keeps a freed block in the heap once its threshold was raised, and
 with the setting it gives the block back.
 """

@@ -11,7 +11,6 @@ is the same on every run and ``skip(n)`` resumes it exactly.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from typing import Callable, Optional
@@ -22,9 +21,9 @@ import tensorflow as tf
 from spade_tf.config import Config, DatasetPreset
 from spade_tf.data import synthscapes
 from spade_tf.data.folders import SPLITS, list_examples
-from spade_tf.data.io import DataError, read_index_map, read_photo
+from spade_tf.data.io import DataError
 from spade_tf.data.preprocess import output_size, preprocess_example
-from spade_tf.semantics import invalid_label_ids
+from spade_tf.data.source import Source, load_example
 
 log = logging.getLogger(__name__)
 
@@ -49,67 +48,7 @@ class SkipCounter:
         return text
 
 
-def _check_labels(label: np.ndarray, config: Config, name: str) -> None:
-    bad = invalid_label_ids(label, config.model)
-    if bad.size:
-        n = config.model.num_classes
-        allowed = f"[0, {n})" + (f", {n} or 255 (dontcare)" if config.model.contain_dontcare else "")
-        raise DataError(f"{name}: label id(s) {bad[:10].tolist()} out of range; allowed ids are "
-                        f"{allowed} (model.num_classes={n})")
-
-
-def load_example(config: Config, image_src, label_src, inst_src, names, rng, training: bool):
-    """Reads, checks and preprocesses one example (numpy), raising ``DataError`` on bad data.
-
-    ``*_src`` are paths or the files' bytes; ``names`` are the file names used in messages.
-    """
-    max_px = config.data.max_image_pixels
-    photo = read_photo(image_src, names[0], max_px)
-    label = read_index_map(label_src, names[1], max_px)
-    if photo.size != (label.shape[1], label.shape[0]):
-        raise DataError(f"size mismatch: photo {names[0]} is {photo.size[0]}x{photo.size[1]}, "
-                        f"label {names[1]} is {label.shape[1]}x{label.shape[0]}")
-    _check_labels(label, config, names[1])
-    instance = None
-    if config.model.use_instance:
-        instance = read_index_map(inst_src, names[2], max_px)
-        if instance.shape != label.shape:
-            raise DataError(f"size mismatch: instance map {names[2]} is {instance.shape[1]}x"
-                            f"{instance.shape[0]}, label {names[1]} is {label.shape[1]}x"
-                            f"{label.shape[0]}")
-    return preprocess_example(photo, label, instance, config, rng, training)
-
-
-def _stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
-
-
-class _Source:
-    """Where examples come from.
-
-    Either indexable (folders, synthscapes: ``load(index, rng)``), or a stream of encoded
-    examples (prepared TFRecords, TFDS): ``stream(seed)`` gives one epoch of [4] string tensors
-    (photo, label, instance bytes and a name), in a seeded order, and ``load(payload, rng)``
-    decodes one. Loaders are numpy code that runs in tf.data's threads.
-    """
-
-    def __init__(self, count: int, load: Callable, stream: Optional[Callable] = None):
-        self.count = count
-        self.load = load
-        self.stream = stream
-
-
-def bytes_loader(config: Config, training: bool):
-    """``load(payload, rng)`` for [photo, label, instance, name] byte payloads."""
-    def load(payload, rng):
-        photo, label, inst, name = (bytes(x) for x in payload)
-        name = name.decode("utf-8", "replace")
-        names = (f"{name} (photo)", f"{name} (label)", f"{name} (instance)")
-        return load_example(config, photo, label, inst or None, names, rng, training)
-    return load
-
-
-def _folder_source(config: Config, split: str, training: bool) -> _Source:
+def _folder_source(config: Config, split: str, training: bool) -> Source:
     examples = list_examples(config, split)
 
     def load(i, rng):
@@ -117,10 +56,10 @@ def _folder_source(config: Config, split: str, training: bool) -> _Source:
         names = (str(ex.image), str(ex.label), str(ex.instance))
         return load_example(config, ex.image, ex.label, ex.instance, names, rng, training)
 
-    return _Source(len(examples), load)
+    return Source(len(examples), load)
 
 
-def _synthscapes_source(config: Config, split: str, training: bool) -> _Source:
+def _synthscapes_source(config: Config, split: str, training: bool) -> Source:
     from PIL import Image
 
     count = config.data.synth_train_size if split == "train" else config.data.synth_val_size
@@ -133,7 +72,7 @@ def _synthscapes_source(config: Config, split: str, training: bool) -> _Source:
                                   instance if config.model.use_instance else None, config, rng,
                                   training)
 
-    return _Source(count, load)
+    return Source(count, load)
 
 
 def _check_config(config: Config) -> None:
@@ -144,7 +83,7 @@ def _check_config(config: Config) -> None:
                          f"{synthscapes.NUM_CLASSES} (got {config.model.num_classes})")
 
 
-def make_source(config: Config, split: str, training: bool, source: Optional[str] = None) -> _Source:
+def make_source(config: Config, split: str, training: bool, source: Optional[str] = None) -> Source:
     """The example source: ``None`` (the config's dataset), a prepared TFRecord folder, or
     ``tfds:NAME`` (a TFDS dataset built from the same folders)."""
     if split not in SPLITS:
@@ -165,9 +104,17 @@ def make_source(config: Config, split: str, training: bool, source: Optional[str
 
 def steps_per_epoch(config: Config, split: str = "train", batch_size: Optional[int] = None,
                     source: Optional[str] = None) -> int:
-    """Full batches per training epoch (the reference drops the last partial batch)."""
+    """Full batches per training epoch (the reference drops the last partial batch).
+
+    Raises ``DataError`` when the split holds fewer examples than one (global) batch."""
     src = make_source(config, split, True, source)
-    return src.count // (batch_size or config.train.batch_size)
+    batch = batch_size or config.train.batch_size
+    if src.count < batch:
+        where = config.data.root or config.data.dataset.value
+        raise DataError(f"{where}: the {split} split has {src.count} example(s), fewer than one "
+                        f"batch of {batch} (train.batch_size={batch}); add data or lower "
+                        f"train.batch_size")
+    return src.count // batch
 
 
 def build_dataset(config: Config, split: str = "train", *, batch_size: Optional[int] = None,

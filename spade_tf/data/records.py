@@ -33,7 +33,7 @@ def prepare_data(config: Config, split: str, out_dir: str | os.PathLike, num_sha
     """Writes ``out_dir/{split}-XXXXX-of-YYYYY.tfrecord`` and ``meta.json``, atomically (a
     temporary folder renamed into place; an existing split folder is replaced only with
     ``overwrite``)."""
-    from tqdm import tqdm
+    from spade_tf.progress import progress as progress_bar
 
     if config.data.dataset is DatasetPreset.SYNTHSCAPES:
         raise ValueError("synthscapes is generated on the fly; write it to folders with "
@@ -46,8 +46,8 @@ def prepare_data(config: Config, split: str, out_dir: str | os.PathLike, num_sha
     with atomic_dir(out, overwrite) as tmp:
         names = [f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
         writers = [tf.io.TFRecordWriter(str(tmp / n)) for n in names]
-        for i, ex in enumerate(tqdm(examples, desc=f"prepare {split}", unit="ex",
-                                    disable=not progress)):
+        for i, ex in enumerate(progress_bar(examples, desc=f"prepare {split}", unit="ex",
+                                            enabled=progress)):
             feats = {"image": read_bytes(ex.image), "label": read_bytes(ex.label),
                      "instance": read_bytes(ex.instance) if ex.instance else b"",
                      "stem": ex.stem.encode()}
@@ -64,7 +64,7 @@ def prepare_data(config: Config, split: str, out_dir: str | os.PathLike, num_sha
 
 
 def records_source(config: Config, split: str, training: bool, folder: str):
-    from spade_tf.data.pipeline import _Source, bytes_loader
+    from spade_tf.data.source import Source, bytes_loader
 
     root = Path(folder) / split
     meta_path = root / META
@@ -92,4 +92,4 @@ def records_source(config: Config, split: str, training: bool, folder: str):
             ds = ds.shuffle(min(meta["count"], 2048), seed=seed, reshuffle_each_iteration=True)
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return _Source(meta["count"], bytes_loader(config, training), stream=stream)
+    return Source(meta["count"], bytes_loader(config, training), stream=stream)

@@ -318,13 +318,13 @@ def write_dataset(out_dir: str | os.PathLike, split: str, count: int, height: in
                   width: int | None = None, dataset_seed: int = 0, progress: bool = True) -> Path:
     """Writes ``count`` pairs in the ``custom`` layout: ``{split}_img``, ``{split}_label``,
     ``{split}_inst`` (PNG), each file written to a temporary name and renamed."""
-    from tqdm import tqdm
+    from spade_tf.progress import progress as progress_bar
 
     out = Path(out_dir)
     dirs = {k: out / f"{split}_{k}" for k in ("img", "label", "inst")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(count), desc=f"synthscapes {split}", disable=not progress, unit="pair"):
+    for i in progress_bar(range(count), desc=f"synthscapes {split}", enabled=progress, unit="pair"):
         photo, label, instance = render(example_seed(split, i, dataset_seed), height, width)
         inst_img = Image.fromarray(instance.astype(np.uint16 if instance.max() > 255 else np.uint8))
         for key, img in (("img", Image.fromarray(photo)), ("label", Image.fromarray(label)),

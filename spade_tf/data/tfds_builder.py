@@ -78,7 +78,7 @@ def tfds_source(config: Config, split: str, training: bool, name: str):
     """A stream source over ``tfds:NAME`` (built from ``data.root`` on first use if needed)."""
     import tensorflow as tf
 
-    from spade_tf.data.pipeline import _Source, bytes_loader
+    from spade_tf.data.source import Source, bytes_loader
 
     data_dir = os.environ.get("TFDS_DATA_DIR")
     builder = tfds.builder(name, data_dir=data_dir)
@@ -104,4 +104,4 @@ def tfds_source(config: Config, split: str, training: bool, name: str):
                                            ex["instance"] if has_inst else tf.constant(b""),
                                            ex["stem"]]))
 
-    return _Source(count, bytes_loader(config, training), stream=stream)
+    return Source(count, bytes_loader(config, training), stream=stream)

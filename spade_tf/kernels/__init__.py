@@ -1,0 +1,19 @@
+"""Exact-but-faster forms of the computations in ``spade_tf.layers``, one module per ``perf``
+option (``spade_tf.config.PerfConfig``).
+
+Each kernel takes and returns tensors, never a layer, and computes the same sums as the plain
+form that ``spade_tf.layers`` writes out in the reference's order, in another order or over
+fewer pixels; ``tests/test_kernels.py`` proves each one equal to its plain form. The layers
+choose a form through small dispatchers (``conv2d``, ``label_map_conv``, ``label_branch_conv``),
+following ``spade_tf.perf.resolve_perf``.
+
+This package imports nothing from ``spade_tf`` but ``spade_tf.config`` (laid out like
+stylegan3's ``torch_utils/ops`` and SIGE's ``sige/nn``).
+
+- ``conv_gradients``: the swapped kernel gradient and the flipped input gradient
+  (``perf.filter_gradient``);
+- ``norm_gradients``: the closed-form normalization and modulation gradients
+  (``perf.closed_form_gradients``);
+- ``onehot_conv``: a conv of a one-hot label map as lookups (``perf.label_conv``);
+- ``regions``: SPADE's gamma/beta convs only near label boundaries (``perf.uniform_regions``).
+"""
