@@ -507,6 +507,7 @@ def _user_error_types() -> tuple:
     return tuple(types)
 
 
+ERROR_LINE_CHARS = 600  # an error line longer than this is cut (the allowed keys of a section)
 _INNER_ERROR = re.compile(r"(?:DataError|ValueError|InvalidArgumentError|FileNotFoundError)"
                           r":\s*(.+)")
 
@@ -525,10 +526,38 @@ def error_line(e: BaseException) -> str | None:
         line = ours[-1]
     else:
         line = str(e).strip() or type(e).__name__
-    # one line: the first line of a multi-line message, then a count of what is left out
-    lines = [x for x in line.splitlines() if x.strip()]
-    first = lines[0] if lines else line
-    return first + (f" (and {len(lines) - 1} more line(s); -v shows all)" if len(lines) > 1 else "")
+    # one line: a multi-line message (e.g. a list of files) joined, and cut if very long
+    line = " ".join(x.strip() for x in line.splitlines() if x.strip()) or type(e).__name__
+    return line if len(line) <= ERROR_LINE_CHARS else line[:ERROR_LINE_CHARS] + " ... (-v: all)"
+
+
+def import_tensorflow_quietly(verbose: bool = False) -> None:
+    """Imports TensorFlow with its start-up banner held back.
+
+    TensorFlow writes several lines to stderr at import (absl's "log messages before
+    InitializeLog", oneDNN's "custom operations are on") whatever TF_CPP_MIN_LOG_LEVEL says.
+    They would bury a command's own one-line errors, so stderr (file descriptor 2: C++ writes
+    there directly) goes to a temporary file during the import. ``verbose`` writes it back,
+    and so does a failed import."""
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            import tensorflow  # noqa: F401
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if verbose or failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode("utf-8", "replace"))
 
 
 def main(argv=None) -> int:
@@ -542,6 +571,8 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command not in ("synthscapes", "request"):
+        import_tensorflow_quietly(args.verbose)
     if args.low_memory:
         from spade_tf.memory import release_freed_memory
 

@@ -187,7 +187,7 @@ def test_sequential_inference_orders_each_label_branch_after_its_input(perf):
     h, w = config.model.output_hw
     spec = tf.TensorSpec((1, h, w, config.model.semantic_channels))
     graph = tf.function(lambda s: g(s, training=False)).get_concrete_function(spec).graph
-    sequential = perf.sequential_inference
+    sequential = bool(perf.sequential_inference)
     checked = conds = 0
     for blk in g.blocks:
         pairs = [("norm_1", "conv_0")] + ([("norm_0", "conv_s")] if blk.learned_shortcut else [])
@@ -202,7 +202,7 @@ def test_sequential_inference_orders_each_label_branch_after_its_input(perf):
             checked += 1
             conds += regional
     assert checked >= len(g.blocks) + 1
-    assert bool(conds) == perf.uniform_regions  # the regional layers were checked too
+    assert bool(conds) == bool(perf.uniform_regions)  # the regional layers were checked too
 
 
 @pytest.mark.parametrize("option", [{"filter_gradient": "swapped"},
