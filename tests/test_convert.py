@@ -110,7 +110,7 @@ def test_cli_import_official_from_npz(tmp_path, fix_c):
             "--opt-file", str(tmp_path / "opt.txt"), "--out", str(out)]
     assert main(args) == 0
     _check_imported_outputs(out, fix_c)
-    assert main(args) == 1  # refuses to overwrite a non-empty folder
+    assert main(args) == 2  # refuses to overwrite a non-empty folder
     assert main(args + ["--overwrite"]) == 0
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
@@ -125,7 +125,7 @@ def test_cli_import_reports_bad_checkpoints(tmp_path, fix_a, capsys):
     rc = main(["import-official", "--generator", str(tmp_path / "G.npz"), "--config", "facades",
                "--set", "model.num_classes=5", "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 1 and "missing key(s): conv_img.bias" in err
+    assert rc == 2 and "missing key(s): conv_img.bias" in err
     assert not out.exists()  # nothing half-written
 
 

@@ -419,7 +419,7 @@ def test_cli_preview_synthscapes_and_prepare_data(tmp_path):
     assert Image.open(tmp_path / "p.png").size == (2 * (64 + 4) - 4, 32)  # 2 cells, 4 px gap
     assert main(["prepare-data", "--config", "synthscapes", *over, "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "train" / "meta.json").is_file()
-    assert main(["prepare-data", "--config", "synthscapes", *over, "--out", str(tmp_path / "r")]) == 1
+    assert main(["prepare-data", "--config", "synthscapes", *over, "--out", str(tmp_path / "r")]) == 2
 
 
 # ----------------------------------------------------------------------------- preprocessing
