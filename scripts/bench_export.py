@@ -16,21 +16,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from spade_tf.benchmarking import median_seconds  # noqa: E402 (after the log level)
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (tracing, allocation)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
+def _median(fn, repeats: int) -> float:
+    return median_seconds(fn, repeats)[0]
 
 
 def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
@@ -56,7 +51,7 @@ def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
 
     keras_fn = tf.function(lambda **kw: module.synthesize(**kw))
     tfeed = {k: tf.constant(v) for k, v in feed.items()}
-    row["keras_s"] = median_seconds(lambda: keras_fn(**tfeed).numpy(), repeats)
+    row["keras_s"] = _median(lambda: keras_fn(**tfeed).numpy(), repeats)
 
     t = time.time()
     res = export_generator((nets, config), workdir, name=preset, tflite=variants,
@@ -66,14 +61,14 @@ def bench_preset(preset: str, repeats: int, variants, workdir: str) -> dict:
     row["saved_model_export_s"] = res.report["saved_model_seconds"]
     loaded = tf.saved_model.load(str(res.version_dir))
     sig = loaded.signatures["serving_default"]
-    row["saved_model_s"] = median_seconds(lambda: sig(**tfeed)["image"].numpy(), repeats)
+    row["saved_model_s"] = _median(lambda: sig(**tfeed)["image"].numpy(), repeats)
     for variant, path in res.tflite.items():
         runner = TFLiteRunner(path)  # every core (LiteRT's own default is one thread)
         row["tflite_threads"] = runner.num_threads
-        row[f"tflite_{variant}_s"] = median_seconds(lambda: runner(**feed), repeats)
+        row[f"tflite_{variant}_s"] = _median(lambda: runner(**feed), repeats)
         if variant == "fp32":  # what LiteRT's default gives, for comparison with older runs
             one = TFLiteRunner(path, num_threads=1)
-            row["tflite_fp32_1thread_s"] = median_seconds(lambda: one(**feed), repeats)
+            row["tflite_fp32_1thread_s"] = _median(lambda: one(**feed), repeats)
         row[f"tflite_{variant}_mb"] = os.path.getsize(path) / 1e6
         row[f"tflite_{variant}_max_levels_vs_keras"] = res.report["tflite"][variant]["max_abs_levels_vs_keras"]
     return row

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spade_tf.benchmarking import (current_rss_gb, machine_info, median_seconds, peak_rss_gb,
+                                   peak_since_reset_gb, reset_peak)
 from spade_tf.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,20 +73,21 @@ VARIANTS = {
     # the default config in a process that returns freed memory at once (spade-tf --low-memory,
     # spade_tf.memory.release_freed_memory): lower peak RSS, more page faults
     "low-memory allocator": [],
-    # the default config in a process that keeps TensorFlow's import-time library pages mapped
-    # (spade-tf --keep-library-pages); every other variant unmaps them, as the CLI does
-    "library pages kept": [],
+    # the default config in a process that unmaps TensorFlow's import-time library pages
+    # (spade-tf --release-library-pages, opt-in): the peak RSS without them; no other variant
+    # does, as no user's process does by default
+    "library pages released": [],
     # the default config with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0 in the
     # worker's environment): TensorFlow turns them on by default on some CPUs (AVX-512 ones)
     "oneDNN off": [],
 }
 LOW_MEMORY = "low-memory allocator"
-PAGES_KEPT = "library pages kept"
+PAGES_RELEASED = "library pages released"
 ONEDNN_OFF = "oneDNN off"
 # inference-mode variants of the batch-1 forward: the only option that acts in inference mode
 # alone, and the allocator setting
 REAL = [v for v in VARIANTS if v.endswith("real label maps")]
-FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, PAGES_KEPT, "no uniform regions",
+FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, PAGES_RELEASED, "no uniform regions",
                     ONEDNN_OFF]
 TRAIN_ABLATION = [v for v in VARIANTS
                   if v not in ["optimised", "plain", "parallel inference"] + REAL]
@@ -99,60 +101,22 @@ OFFICIAL = {
 TARGETS = {("forward", "ade20k"): 3.0, ("train", "ade20k"): 13.0}
 
 
-def _peak_gb():
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-
-
-def _reset_peak():
-    """Resets the kernel's peak-RSS mark (Linux), so that the steady-state peak of the timed
-    runs can be read apart from the one-time cost of tracing."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_gb():
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1e6  # kB, as ru_maxrss and /usr/bin/time -v
-    except OSError:
-        pass
-    return None
-
-
 def _process_memory(variant):
-    """The process's memory settings, after the imports and before anything is built: the
-    CLI's default (TensorFlow's import-time library pages unmapped, unless the variant keeps
-    them) and the low-memory variants' allocator setting (spade-tf --low-memory)."""
+    """The process's memory settings, after the imports and before anything is built (the
+    CLI's defaults unless the variant says otherwise: spade-tf --low-memory,
+    --release-library-pages). Returns the RSS right after the framework's import (GB), the
+    baseline of the model's own memory."""
+    import keras  # noqa: F401  (the framework's import, whatever the worker imports next)
+    import tensorflow  # noqa: F401
+
     from spade_tf.memory import release_freed_memory, release_library_pages
 
+    import_rss = current_rss_gb()
     if variant.startswith(LOW_MEMORY) and not release_freed_memory():
         raise RuntimeError("the low-memory allocator setting needs glibc")
-    if variant != PAGES_KEPT:
+    if variant == PAGES_RELEASED:
         release_library_pages()
-
-
-def _median_s(fn, repeats, inputs=None):
-    """Median seconds of ``repeats`` calls after a warm-up call. ``inputs``: a list; call i
-    gets item i (cycling), prepared before the clock starts."""
-    items = inputs if inputs is not None else [None]
-
-    def one(i):
-        x = items[i % len(items)]
-        x = x() if callable(x) else x
-        t = time.perf_counter()
-        fn() if inputs is None else fn(x)
-        return time.perf_counter() - t
-
-    one(0)  # warm-up: tracing, allocation
-    times = [one(i) for i in range(repeats)]
-    return statistics.median(times), times
+    return import_rss
 
 
 def _inputs(config, batch):
@@ -215,7 +179,8 @@ def _real_inputs(config, batch, maps=None):
 def _boundary_fraction(config, seg):
     """The fraction of pixels near a label boundary at full resolution (perf.uniform_regions'
     ``label_regions``)."""
-    from spade_tf.layers import label_regions, onehot_indices
+    from spade_tf.kernels.onehot_conv import onehot_indices
+    from spade_tf.kernels.regions import label_regions
 
     n = config.model.num_label_channels
     r = label_regions(onehot_indices(seg[..., :n]), seg[..., n:], config.model.spade_kernel_size)
@@ -228,10 +193,10 @@ def worker_matmul(repeats):
 
     n = 4096
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    t_np, _ = _median_s(lambda: a @ a, repeats + 2)
+    t_np, _ = median_seconds(lambda: a @ a, repeats + 2)
     ta = tf.constant(a)
     mm = tf.function(lambda x: tf.linalg.matmul(x, x))
-    t_tf, _ = _median_s(lambda: mm(ta).numpy(), repeats + 2)
+    t_tf, _ = median_seconds(lambda: mm(ta).numpy(), repeats + 2)
     flop = 2 * n**3
     return {"numpy_gflops": flop / t_np / 1e9, "tf_gflops": flop / t_tf / 1e9, "n": n}
 
@@ -258,7 +223,7 @@ def worker_forward(name, variant, batch, repeats):
     from spade_tf.networks import build_networks
     from spade_tf.semantics import to_semantics
 
-    _process_memory(variant)
+    import_rss = _process_memory(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + VARIANTS[variant])
     nets = build_networks(config, discriminator=False, encoder=False)
@@ -271,18 +236,19 @@ def worker_forward(name, variant, batch, repeats):
     t0 = time.perf_counter()
     fn(segs[0]()).numpy()
     trace_s = time.perf_counter() - t0
-    peak_with_trace = _peak_gb()
-    steady = _reset_peak()
-    med, times = _median_s(lambda s: fn(s).numpy(), len(segs) if variant in REAL else repeats,
+    peak_with_trace = peak_rss_gb()
+    steady = reset_peak()
+    med, times = median_seconds(lambda s: fn(s).numpy(), len(segs) if variant in REAL else repeats,
                            segs if variant in REAL else [segs[0]()])
-    peak = max(_peak_gb(), peak_with_trace)
-    steady_peak = _hwm_gb() if steady else None
+    peak = max(peak_rss_gb(), peak_with_trace)
+    steady_peak = peak_since_reset_gb() if steady else None
     macs = _plain_generator_macs(config, batch)  # after the peak was read: its own model
     return {"kind": "forward", "name": name, "variant": variant, "batch": batch,
             "size": "x".join(map(str, config.model.output_hw)), "G_params": g.count_params(),
             "first_call_s": trace_s, "median_s": med, "times_s": times,
             "images_per_s": batch / med, "plain_macs": macs,
             "effective_gflops": 2 * macs / med / 1e9, "peak_rss_gb": peak,
+            "import_rss_gb": import_rss, "model_memory_gb": peak - import_rss,
             "steady_peak_rss_gb": steady_peak, "label_maps": len(segs),
             "boundary_fraction": statistics.median(_boundary_fraction(config, s()) for s in segs)}
 
@@ -293,7 +259,7 @@ def worker_train(name, variant, repeats):
     from spade_tf.config import load_config
     from spade_tf.gan import GauGAN
 
-    _process_memory(variant)
+    import_rss = _process_memory(variant)
     preset, overrides = PRESETS[name]
     config = load_config(preset, overrides + ["train.batch_size=1"] + VARIANTS[variant])
     xs = _real_inputs(config, 1, REAL_TRAIN_MAPS) if variant in REAL else [_inputs(config, 1)]
@@ -304,16 +270,33 @@ def worker_train(name, variant, repeats):
     t0 = time.perf_counter()
     step(batches[0])["GAN"].numpy()
     trace_s = time.perf_counter() - t0
-    steady = _reset_peak()
-    med, times = _median_s(lambda b: step(b)["GAN"].numpy(),
+    steady = reset_peak()
+    med, times = median_seconds(lambda b: step(b)["GAN"].numpy(),
                            len(batches) if variant in REAL else repeats, batches)
-    steady_peak = _hwm_gb() if steady else None
+    steady_peak = peak_since_reset_gb() if steady else None
     counts = gan.networks.param_counts()
     return {"kind": "train", "name": name, "variant": variant, "batch": 1,
             "size": "x".join(map(str, config.model.output_hw)), "G_params": counts["generator"],
             "D_params": counts["discriminator"], "first_step_s": trace_s, "median_s": med,
-            "times_s": times, "images_per_s": 1 / med, "peak_rss_gb": _peak_gb(),
+            "times_s": times, "images_per_s": 1 / med, "peak_rss_gb": peak_rss_gb(),
+            "import_rss_gb": import_rss, "model_memory_gb": peak_rss_gb() - import_rss,
             "steady_peak_rss_gb": steady_peak, "label_maps": len(batches)}
+
+
+def worker_import(framework, repeats):
+    """RSS right after importing ``framework`` (tensorflow + keras, or torch), in a fresh
+    process: the baseline that the model's own memory is counted from. For the official code
+    (torch) this is the part of its quoted peak that is not its model's."""
+    del repeats
+    if framework == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return {"kind": "import", "name": framework, "skipped": "torch is not installed"}
+    else:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    return {"kind": "import", "name": framework, "rss_gb": current_rss_gb()}
 
 
 def worker_data(name, repeats):
@@ -353,38 +336,6 @@ def run_worker(args_list, repeats, timeout=3000):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine_info():
-    import numpy as np
-    import tensorflow as tf
-
-    cpu, flags = "unknown", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    # the widest vector unit: machines of the same name differ (AVX2 and AVX-512 EPYCs), and
-    # TensorFlow's kernels (oneDNN on or off) follow it
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "unknown"
-    import keras
-    from tensorflow.python.util import _pywrap_util_port
-
-    # Whether oneDNN's kernels are in use, as TensorFlow decides it: with the variable unset it
-    # is off on our 2-core AVX2 EPYC (TensorFlow enables it by default only on some x86 CPUs),
-    # so the convs there are TensorFlow's own (Eigen) kernels.
-    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
-    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    return {"machine": platform.machine(), "cpu": cpu, "isa": isa, "cores": os.cpu_count(),
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={setting})" if setting else
-                      f"{onednn} (TF_ENABLE_ONEDNN_OPTS unset: this CPU's default)",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-
-
 def _gb(x):
     return "" if x is None else f"{x:.2f}"
 
@@ -415,29 +366,53 @@ def markdown(results) -> str:
     if fw:
         out += ["### Generator forward (inference mode)", "",
                 "| config | size | variant | batch | G params | s / call | images/s | effective GFLOP/s | "
-                "vs numpy matmul | peak RSS GB | steady peak GB | official s | speed-up |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "vs numpy matmul | peak RSS GB | model's own GB | steady peak GB | official s | "
+                "speed-up |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in fw:
             off = official("forward", r["name"]) if r["batch"] == 1 else None
             ratio = f"{r['effective_gflops'] / ref_rate:.2f}" if ref_rate else ""
             out.append(f"| {r['name']} | {r['size']} | {_variant_cell(r)} | {r['batch']} | "
                        f"{r['G_params'] / 1e6:.1f}M | {r['median_s']:.3f} | {r['images_per_s']:.2f} | "
                        f"{r['effective_gflops']:.0f} | {ratio} | {r['peak_rss_gb']:.2f} | "
-                       f"{_gb(r.get('steady_peak_rss_gb'))} | "
+                       f"{_gb(r.get('model_memory_gb'))} | {_gb(r.get('steady_peak_rss_gb'))} | "
                        f"{off if off else ''} | {speedup(off, r['median_s'])} |")
         out.append("")
     tr = [r for r in rows if r.get("kind") == "train" and "failed" not in r]
     if tr:
         out += ["### Training iteration (G step + D step, no VGG, batch 1)", "",
                 "| config | size | variant | G params | D params | first step (trace) s | s / iteration | "
-                "images/s | peak RSS GB | steady peak GB | official s | speed-up |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "images/s | peak RSS GB | model's own GB | steady peak GB | official s | speed-up |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr:
             off = official("train", r["name"])
             out.append(f"| {r['name']} | {r['size']} | {_variant_cell(r)} | {r['G_params']:,} | {r['D_params']:,} | "
                        f"{r['first_step_s']:.1f} | {r['median_s']:.2f} | {r['images_per_s']:.3f} | "
-                       f"{r['peak_rss_gb']:.2f} | {_gb(r.get('steady_peak_rss_gb'))} | "
+                       f"{r['peak_rss_gb']:.2f} | {_gb(r.get('model_memory_gb'))} | "
+                       f"{_gb(r.get('steady_peak_rss_gb'))} | "
                        f"{off if off else ''} | {speedup(off, r['median_s'])} |")
+        out.append("")
+    imports = {r["name"]: r for r in rows if r.get("kind") == "import"}
+    if imports:
+        out += ["### Memory: the process and the model", "",
+                "Peak RSS is the process as a user runs it (nothing unmapped). The model's own "
+                "memory is that peak minus the RSS right after the framework's import, measured "
+                "in the same worker process.", ""]
+        tf_rss = imports.get("tensorflow", {}).get("rss_gb")
+        torch = imports.get("torch", {})
+        if tf_rss is not None:
+            out.append(f"- RSS right after `import tensorflow, keras` (a fresh process): {tf_rss:.2f} GB")
+        if "rss_gb" in torch:
+            t = torch["rss_gb"]
+            est = "; ".join(f"{what} {OFFICIAL[(key, 'ade20k')]:.2f} - {t:.2f} = "
+                            f"{OFFICIAL[(key, 'ade20k')] - t:.2f} GB"
+                            for what, key in (("inference", "peak_forward"),
+                                              ("training", "peak_train")))
+            out.append(f"- RSS right after `import torch` (a fresh process): {t:.2f} GB. The "
+                       f"official code was not run here: its quoted ade20k peaks minus this give "
+                       f"its model's own memory as an estimate: {est}")
+        else:
+            out.append(f"- official code's import baseline: {torch.get('skipped', 'not measured')}")
         out.append("")
     da = [r for r in rows if r.get("kind") == "data"]
     if da:
@@ -514,7 +489,7 @@ def main() -> None:
     if args.worker:
         kind, *rest = json.loads(args.worker)
         fn = {"matmul": worker_matmul, "forward": worker_forward, "train": worker_train,
-              "data": worker_data}[kind]
+              "data": worker_data, "import": worker_import}[kind]
         print(json.dumps(fn(*rest, args.repeats) if kind != "matmul" else fn(args.repeats)))
         return
 
@@ -527,6 +502,8 @@ def main() -> None:
     jobs = []
     if "matmul" in parts:
         jobs.append(["matmul"])
+    if parts & {"forward", "train"}:  # the baselines of the model's own memory
+        jobs += [["import", "tensorflow"], ["import", "torch"]]
     if "forward" in parts:
         for name in filter(None, args.forward.split(",")):
             for b in (int(x) for x in args.batches.split(",")):

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from spade_tf.config import FilterGradient, LabelConv, PerfConfig, Toggle, config_to_dict, load_config
 from spade_tf.layers import SPADE, LegacyPerfConfigWarning, perf_scope, set_perf
@@ -146,7 +140,6 @@ def _cpu_flags():
 def test_run_config_yaml_prints_the_resolved_choice(tmp_path):
     from spade_tf.cli import main
 
-    out = tmp_path / "out.txt"
     import contextlib
     import io
     buf = io.StringIO()

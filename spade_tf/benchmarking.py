@@ -1,0 +1,104 @@
+"""What the benchmark scripts share: timing, process memory and the machine's description.
+
+Memory is reported two ways (docs/performance.md): the peak RSS as a user's process has it
+(``peak_rss_gb``), and the model's own memory, that peak minus the RSS right after the
+framework's import (``current_rss_gb`` read then), which leaves out the framework's code and
+import-time state that every process of it carries.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+
+def median_seconds(fn, repeats: int, inputs=None) -> tuple[float, list[float]]:
+    """Median seconds of ``repeats`` calls after one warm-up call (tracing, allocation), and
+    the times. ``inputs``: a list; call i gets item i (cycling; a callable item is called first,
+    before the clock starts)."""
+    items = inputs if inputs is not None else [None]
+
+    def one(i):
+        x = items[i % len(items)]
+        x = x() if callable(x) else x
+        t = time.perf_counter()
+        fn() if inputs is None else fn(x)
+        return time.perf_counter() - t
+
+    one(0)
+    times = [one(i) for i in range(repeats)]
+    return statistics.median(times), times
+
+
+def _status_kb(field: str):
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_gb() -> float:
+    """This process's peak RSS (GB, as ``/usr/bin/time -v`` reports it)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def current_rss_gb():
+    """This process's RSS now (GB; Linux), or None."""
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1e6
+
+
+def reset_peak() -> bool:
+    """Resets the kernel's peak-RSS mark (Linux), so that a steady-state peak can be read apart
+    from a one-time cost such as tracing; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_since_reset_gb():
+    """The peak RSS since ``reset_peak`` (VmHWM, GB), or None."""
+    kb = _status_kb("VmHWM")
+    return None if kb is None else kb / 1e6
+
+
+def machine_info() -> dict:
+    """The machine and library versions, for a benchmark's header."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from spade_tf.perf import current_device
+    from spade_tf.tf_internals import onednn_enabled
+
+    cpu, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    # the widest vector unit: machines of the same name differ (AVX2 and AVX-512 EPYCs), and
+    # TensorFlow's kernels (oneDNN on or off) follow it
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "unknown"
+    onednn = "on" if onednn_enabled() else "off"
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    return {"machine": platform.machine(), "cpu": cpu, "isa": isa, "cores": os.cpu_count(),
+            "device": current_device().value,
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__,
+            "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={setting})" if setting else
+                      f"{onednn} (TF_ENABLE_ONEDNN_OPTS unset: this CPU's default)",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
