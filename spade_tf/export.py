@@ -10,7 +10,7 @@ Layout (what TensorFlow Serving reads; it only looks at integer folder names)::
 Everything is built in a hidden temporary folder inside ``BASE/NAME`` and renamed into place at
 the end (the SavedModel folder last), so Serving never sees a half-written version.
 
-Signatures of the SavedModel (spade_tf.export.SIGNATURES documents them):
+Signatures of the SavedModel (built by ``_signatures``; ``_signatures_names`` lists them):
 
 - ``serving_default``: ``label`` int32 [N,H,W] (+ ``instance`` int32 [N,H,W] when the model
   uses instance maps, + ``z`` float32 [N,Z] for VAE models) -> ``image`` uint8 [N,H,W,3];
@@ -176,6 +176,18 @@ def _decode_pngs(strings, name, dtype, height, width):
         return tf.map_fn(one, strings, fn_output_signature=tf.TensorSpec([None, None], tf.int32))
 
 
+def _named_function(specs: list, body):
+    """A ``tf.function`` over ``specs`` (positional, as signatures are) whose ``body`` gets its
+    inputs by name: the specs' names, which are also the signature's input names. One builder
+    for every combination of optional inputs (instance maps, z, seeds, a style image)."""
+    names = [spec.name for spec in specs]
+
+    def fn(*args):
+        return body(**dict(zip(names, args)))
+
+    return tf.function(fn, input_signature=specs)
+
+
 def _signatures(module: GeneratorModule) -> dict:
     """The tf.functions for ``tf.saved_model.save``'s ``signatures``."""
     m = module.config.model
@@ -185,23 +197,10 @@ def _signatures(module: GeneratorModule) -> dict:
     inst_spec = tf.TensorSpec([None, None, None], tf.int32, name="instance")
     z_spec = tf.TensorSpec([None, module.generator.z_dim], tf.float32, name="z")
 
-    # serving_default: one function per input set (tf.function signatures are positional).
-    if use_inst and use_vae:
-        @tf.function(input_signature=[label_spec, inst_spec, z_spec])
-        def default(label, instance, z):
-            return {"image": module.synthesize(label, instance, z)}
-    elif use_inst:
-        @tf.function(input_signature=[label_spec, inst_spec])
-        def default(label, instance):
-            return {"image": module.synthesize(label, instance)}
-    elif use_vae:
-        @tf.function(input_signature=[label_spec, z_spec])
-        def default(label, z):
-            return {"image": module.synthesize(label, z=z)}
-    else:
-        @tf.function(input_signature=[label_spec])
-        def default(label):
-            return {"image": module.synthesize(label)}
+    inst = [inst_spec] if use_inst else []
+    default = _named_function([label_spec, *inst] + ([z_spec] if use_vae else []),
+                              lambda label, instance=None, z=None:
+                              {"image": module.synthesize(label, instance, z)})
 
     def png_body(label_png, instance_png=None, seed=None):
         label = _decode_pngs(label_png, "label_png", tf.uint8, h, w)
@@ -221,17 +220,8 @@ def _signatures(module: GeneratorModule) -> dict:
     png_spec = tf.TensorSpec([None], tf.string, name="label_png")
     ipng_spec = tf.TensorSpec([None], tf.string, name="instance_png")
     seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
-    if use_inst and use_vae:
-        png = tf.function(lambda label_png, instance_png, seed: png_body(label_png, instance_png, seed),
-                          input_signature=[png_spec, ipng_spec, seed_spec])
-    elif use_inst:
-        png = tf.function(lambda label_png, instance_png: png_body(label_png, instance_png),
-                          input_signature=[png_spec, ipng_spec])
-    elif use_vae:
-        png = tf.function(lambda label_png, seed: png_body(label_png, seed=seed),
-                          input_signature=[png_spec, seed_spec])
-    else:
-        png = tf.function(lambda label_png: png_body(label_png), input_signature=[png_spec])
+    png = _named_function([png_spec] + ([ipng_spec] if use_inst else [])
+                          + ([seed_spec] if use_vae else []), png_body)
     sigs = {"serving_default": default, "png": png}
 
     if use_vae and module.encoder is not None:
@@ -241,12 +231,7 @@ def _signatures(module: GeneratorModule) -> dict:
             with tf.control_dependencies(module._checks(label, instance, style=style_image)):
                 z = module.style_z(style_image)
             return {"image": module.synthesize(label, instance, z)}
-        if use_inst:
-            style = tf.function(lambda label, instance, style_image: style_body(label, style_image, instance),
-                                input_signature=[label_spec, inst_spec, style_spec])
-        else:
-            style = tf.function(lambda label, style_image: style_body(label, style_image),
-                                input_signature=[label_spec, style_spec])
+        style = _named_function([label_spec, *inst, style_spec], style_body)
         sigs["style"] = style
     return sigs
 
@@ -261,13 +246,8 @@ def _tflite_function(module: GeneratorModule):
         specs.append(tf.TensorSpec([1, h, w], tf.int32, name="instance"))
     if m.use_vae:
         specs.append(tf.TensorSpec([1, module.generator.z_dim], tf.float32, name="z"))
-    names = [s.name for s in specs]
-
-    def body(*args):
-        kw = dict(zip(names, args))
-        return {"image": module.synthesize(kw["label"], kw.get("instance"), kw.get("z"),
-                                           validate=False)}
-    return tf.function(body, input_signature=specs)
+    return _named_function(specs, lambda label, instance=None, z=None: {
+        "image": module.synthesize(label, instance, z, validate=False)})
 
 
 # --------------------------------------------------------------------------- warm-up records

@@ -26,7 +26,8 @@ def _logits(outputs):
     return [scale[-1] if isinstance(scale, (list, tuple)) else scale for scale in outputs]
 
 
-def _scale_loss(mode: GanMode, pred, target_is_real: bool, for_discriminator: bool):
+def _one_scale_gan_loss(mode: GanMode, pred, target_is_real: bool, for_discriminator: bool):
+    """The GAN loss of one discriminator scale's patch logits (``GANLoss.loss``)."""
     pred = at_least_float32(pred)
     if mode is GanMode.HINGE:
         if for_discriminator:
@@ -48,7 +49,7 @@ def gan_loss(outputs, target_is_real: bool, for_discriminator: bool, mode="hinge
     """The reference's ``GANLoss`` on multiscale D outputs: per-scale loss, averaged over scales."""
     mode = GanMode.parse(mode, "gan_mode")
     preds = _logits(outputs)
-    return tf.add_n([_scale_loss(mode, p, target_is_real, for_discriminator)
+    return tf.add_n([_one_scale_gan_loss(mode, p, target_is_real, for_discriminator)
                      for p in preds]) / float(len(preds))
 
 

@@ -16,8 +16,6 @@ from spade_tf.config import Config
 from spade_tf.data.io import DataError, read_index_map, read_photo
 from spade_tf.semantics import invalid_label_ids
 
-IMAGE_EXTS = (".png",)
-
 
 class Synthesizer:
     """A loaded model of any of the three kinds. ``kind`` is checkpoint, saved_model or tflite.

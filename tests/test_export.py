@@ -245,7 +245,7 @@ def test_bad_request_synthesize_cli(trained, tmp_path, capsys):
     (tmp_path / "x.png").write_bytes(b"not a png at all")
     code = main(["synthesize", "--model", str(trained["result"].version_dir), "--labels",
                  str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--quiet"])
-    assert code == 1
+    assert code == 2
     assert "x.png: cannot read the image" in capsys.readouterr().err
 
 
