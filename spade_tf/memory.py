@@ -24,8 +24,9 @@ tracing and running a model need only about 0.06 GB of them again. ``release_lib
 unmaps the clean pages of the loaded libraries (``madvise(MADV_DONTNEED)``); whatever is used
 later is mapped again from the page cache by a minor fault. That is not free memory for the
 process to use, and not a smaller TensorFlow: it stops the process from holding code it no
-longer runs, as the kernel would take it under memory pressure. The CLI does it by default
-(``spade-tf --keep-library-pages`` to skip it).
+longer runs, as the kernel would take it under memory pressure. It lowers a peak-RSS figure,
+not the memory a model can use, so the CLI does it only when asked
+(``spade-tf --release-library-pages``).
 """
 
 from __future__ import annotations

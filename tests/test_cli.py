@@ -57,3 +57,62 @@ def test_tensorflows_import_banner_is_held_back_unless_verbose():
                            cwd=REPO, timeout=300)
     assert quiet.returncode == 0 and quiet.stdout.strip() == "ok"
     assert quiet.stderr.strip() == "", quiet.stderr
+
+
+class _Counting:
+    """A stand-in for the model the callbacks see: a step counter and a stop flag."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.iterations_done = tf.Variable(0, dtype=tf.int64)
+        self.stop_training = False
+
+
+def _run_epoch(callback, model, steps, planned):
+    callback.set_model(model)
+    callback.set_params({"steps": planned, "epochs": 1})
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    for b in range(steps):
+        model.iterations_done.assign_add(1)
+        callback.on_train_batch_end(b, {"GAN": 1.5})
+        if model.stop_training:
+            break
+    callback.on_epoch_end(0, {"GAN": 1.5})
+
+
+def test_an_epoch_cut_short_says_how_many_steps_it_ran(capsys):
+    from spade_tf.callbacks import Limits
+
+    _run_epoch(Limits(max_steps=3), _Counting(), steps=10, planned=10)
+    assert "epoch 1 cut short by train.max_steps: it ran 3 of 10 steps" in capsys.readouterr().out
+    _run_epoch(Limits(max_steps=50), _Counting(), steps=10, planned=10)  # a whole epoch: silent
+    assert "cut short" not in capsys.readouterr().out
+
+
+def test_training_progress_in_a_log_is_plain_lines(capsys):
+    from spade_tf.callbacks import LineProgress
+
+    _run_epoch(LineProgress(total_steps=20, every_seconds=0.0), _Counting(), steps=5, planned=5)
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("step 1/20 (epoch 1): GAN 1.500;")
+    assert lines[-1].startswith("step 5/20 (end of epoch 1): GAN 1.500;")
+
+
+def test_progress_bars_become_lines_off_a_terminal(monkeypatch):
+    import io
+
+    from spade_tf.progress import progress
+
+    sink = io.StringIO()
+    for _ in progress(range(7), desc="prepare", unit="ex", stream=sink, every=0.0):
+        pass
+    text = sink.getvalue()
+    assert "\r" not in text and text.strip().splitlines()[-1].startswith("prepare: 7/7 ex (100%)")
+    sink = io.StringIO()
+    for _ in progress(range(7), desc="prepare", stream=sink):  # default: every 30 s, then the end
+        pass
+    assert len(sink.getvalue().strip().splitlines()) == 1
