@@ -19,13 +19,22 @@ def is_terminal(stream: Optional[TextIO] = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
+def _length(iterable) -> Optional[int]:
+    """``len(iterable)``, or None where it has none (a tf.data pipeline of unknown length
+    raises TypeError for ``len``)."""
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
 class _Lines:
     """A tqdm stand-in that writes ``desc: n/total (p%), elapsed, rate`` lines."""
 
     def __init__(self, iterable=None, total=None, desc="", unit="it", stream=None,
                  every=LINE_SECONDS):
         self.iterable, self.desc, self.unit = iterable, desc, unit
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else _length(iterable)
         self.stream = stream or sys.stderr
         self.every = every
         self.n = 0

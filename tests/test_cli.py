@@ -116,3 +116,21 @@ def test_progress_bars_become_lines_off_a_terminal(monkeypatch):
     for _ in progress(range(7), desc="prepare", stream=sink):  # default: every 30 s, then the end
         pass
     assert len(sink.getvalue().strip().splitlines()) == 1
+
+
+def test_progress_takes_an_iterable_of_unknown_length():
+    import io
+
+    from spade_tf.progress import progress
+
+    class Unknown:
+        def __iter__(self):
+            return iter(range(3))
+
+        def __len__(self):
+            raise TypeError("The dataset length is unknown.")
+
+    for enabled in (True, False):
+        sink = io.StringIO()
+        assert list(progress(Unknown(), desc="gen", stream=sink, enabled=enabled)) == [0, 1, 2]
+    assert sink.getvalue() == ""
