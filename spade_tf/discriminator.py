@@ -9,9 +9,8 @@ import tensorflow as tf
 from keras import ops
 
 from spade_tf.config import InitType, ModelConfig, NormLayer, PerfConfig
-from spade_tf.layers import (TorchConv2D, leaky_relu, make_conv, make_norm_layer,
-                             pop_legacy_perf_keys)
-from spade_tf.perf import resolve_perf
+from spade_tf.layers import TorchConv2D, leaky_relu, make_conv, make_norm_layer
+from spade_tf.perf import pop_legacy_perf_keys, resolve_perf
 
 KERNEL = 4
 PADDING = math.ceil((KERNEL - 1.0) / 2)  # = 2, as in the reference

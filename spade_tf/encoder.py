@@ -7,9 +7,8 @@ import tensorflow as tf
 from keras import ops
 
 from spade_tf.config import InitType, ModelConfig, NormLayer, PerfConfig
-from spade_tf.layers import (leaky_relu, make_conv, make_initializer, make_norm_layer,
-                             pop_legacy_perf_keys)
-from spade_tf.perf import resolve_perf
+from spade_tf.layers import leaky_relu, make_conv, make_initializer, make_norm_layer
+from spade_tf.perf import pop_legacy_perf_keys, resolve_perf
 
 ENCODER_INPUT_SIZE = 256  # the reference resizes every style image to 256 x 256
 

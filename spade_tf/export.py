@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from spade_tf.config import Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
-from spade_tf.layers import perf_scope
+from spade_tf.perf import perf_scope
 from spade_tf.semantics import to_semantics
 from spade_tf.tf_internals import tflite_schema
 

@@ -11,9 +11,8 @@ from spade_tf.config import (UPSAMPLING_LAYERS, GeneratorKind, InitType, LabelCo
 from spade_tf.kernels.onehot_conv import onehot_indices
 from spade_tf.kernels.regions import REGION_MIN_PIXELS, label_regions
 from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
-                             legacy_nearest_resize, make_initializer, pop_legacy_perf_keys,
-                             upsample_nearest_2x)
-from spade_tf.perf import resolve_perf
+                             legacy_nearest_resize, make_initializer, upsample_nearest_2x)
+from spade_tf.perf import pop_legacy_perf_keys, resolve_perf
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -50,7 +49,7 @@ class SPADEGenerator(keras.Model):
             once per resolution and run the first convs of all SPADE layers there as one conv)
             and ``uniform_regions`` (SPADE's gamma and beta convs only near label boundaries,
             one value per class elsewhere: ``spade_tf.kernels.regions``; needs
-            ``onehot_channels``). ``set_perf`` / ``perf_scope`` in ``spade_tf.layers`` change it
+            ``onehot_channels``). ``set_perf`` / ``perf_scope`` in ``spade_tf.perf`` change it
             for a built model.
         **kwargs: standard ``keras.Model`` arguments.
 

@@ -17,72 +17,21 @@ pieces (synchronized batch statistics, replica-identical spectral-norm vectors) 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from spade_tf.config import FilterGradient, InitType, LabelConv, NormLayer, PerfConfig, SpadeNorm
+from spade_tf.config import FilterGradient, InitType, LabelConv, NormLayer, SpadeNorm
 from spade_tf.kernels.conv_gradients import conv2d_forward_gradients
 from spade_tf.kernels.norm_gradients import modulate, normalize_closed_form
 from spade_tf.kernels.onehot_conv import onehot_conv, onehot_indices
 from spade_tf.kernels.regions import class_hidden_features, regional_conv
-from spade_tf.perf import resolve_perf
-from spade_tf.tf_internals import sublayers
+from spade_tf.perf import pop_legacy_perf_keys, resolve_perf
 
 LRELU_SLOPE = 0.2  # every LeakyReLU of the reference
-
-# Constructor arguments that layers took (and wrote into their configs) before the perf choices
-# became one ``perf`` object outside the model. Configs saved then still load: the keys are
-# dropped with a warning, and the current machine's choice is used.
-LEGACY_PERF_KEYS = ("label_conv", "fuse_gamma_beta", "share_label_features", "filter_gradient",
-                    "closed_form_gradients", "closed_form_gradient", "sequential_inference",
-                    "uniform_regions")
-
-
-class LegacyPerfConfigWarning(FutureWarning):
-    """A saved layer config still carries the ``perf`` keys (saved before spade-tf 0.2)."""
-
-
-def pop_legacy_perf_keys(kwargs: dict, layer_name: str) -> None:
-    """Removes ``LEGACY_PERF_KEYS`` from a layer's constructor ``kwargs``, warning once."""
-    old = sorted(k for k in LEGACY_PERF_KEYS if k in kwargs)
-    for k in old:
-        del kwargs[k]
-    if old:
-        warnings.warn(
-            f"{layer_name}: the saved config carries perf options ({', '.join(old)}), which are "
-            "no longer part of a model; they are ignored, and this machine's choice "
-            "(spade_tf.perf.resolve_perf) is used. Save the model again to drop them.",
-            LegacyPerfConfigWarning, stacklevel=3)
-
-
-def set_perf(model, perf: PerfConfig | None) -> PerfConfig:
-    """Makes every layer inside ``model`` compute as ``perf`` says (resolved for this device;
-    None: all ``auto``). Variables are unchanged; traces made afterwards use the new forms.
-    Returns the resolved config."""
-    perf = resolve_perf(perf)
-    for layer in sublayers(model):
-        if isinstance(getattr(layer, "perf", None), PerfConfig):
-            layer.perf = perf
-    return perf
-
-
-@contextlib.contextmanager
-def perf_scope(model, perf: PerfConfig | None):
-    """``set_perf`` for the duration of a ``with`` block (e.g. the dense, gather-only forms
-    while tracing a TFLite graph), then every layer's own choice again."""
-    saved = [(layer, layer.perf) for layer in sublayers(model)
-             if isinstance(getattr(layer, "perf", None), PerfConfig)]
-    try:
-        yield set_perf(model, perf)
-    finally:
-        for layer, old in saved:
-            layer.perf = old
 
 
 def leaky_relu(x):

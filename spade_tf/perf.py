@@ -12,12 +12,14 @@ standard gradients, TensorFlow's own scheduling.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import warnings
 from typing import Iterable, Optional
 
 from spade_tf.config import FilterGradient, LabelConv, PerfConfig, Toggle
-from spade_tf.tf_internals import onednn_enabled
+from spade_tf.tf_internals import onednn_enabled, sublayers
 
 
 class Device(str, enum.Enum):
@@ -118,3 +120,54 @@ def describe_perf(config) -> str:
         v = getattr(resolved, f.name)
         lines.append(f"#   {f.name}: {str(bool(v)).lower() if isinstance(v, Toggle) else v.value}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- on built models
+
+# Constructor arguments that layers took (and wrote into their configs) before the perf choices
+# became one ``perf`` object outside the model. Configs saved then still load: the keys are
+# dropped with a warning, and the current machine's choice is used.
+LEGACY_PERF_KEYS = ("label_conv", "fuse_gamma_beta", "share_label_features", "filter_gradient",
+                    "closed_form_gradients", "closed_form_gradient", "sequential_inference",
+                    "uniform_regions")
+
+
+class LegacyPerfConfigWarning(FutureWarning):
+    """A saved layer config still carries the ``perf`` keys (saved before spade-tf 0.2)."""
+
+
+def pop_legacy_perf_keys(kwargs: dict, layer_name: str) -> None:
+    """Removes ``LEGACY_PERF_KEYS`` from a layer's constructor ``kwargs``, warning once."""
+    old = sorted(k for k in LEGACY_PERF_KEYS if k in kwargs)
+    for k in old:
+        del kwargs[k]
+    if old:
+        warnings.warn(
+            f"{layer_name}: the saved config carries perf options ({', '.join(old)}), which are "
+            "no longer part of a model; they are ignored, and this machine's choice "
+            "(spade_tf.perf.resolve_perf) is used. Save the model again to drop them.",
+            LegacyPerfConfigWarning, stacklevel=3)
+
+
+def set_perf(model, perf: PerfConfig | None) -> PerfConfig:
+    """Makes every layer inside ``model`` compute as ``perf`` says (resolved for this device;
+    None: all ``auto``). Variables are unchanged; traces made afterwards use the new forms.
+    Returns the resolved config."""
+    perf = resolve_perf(perf)
+    for layer in sublayers(model):
+        if isinstance(getattr(layer, "perf", None), PerfConfig):
+            layer.perf = perf
+    return perf
+
+
+@contextlib.contextmanager
+def perf_scope(model, perf: PerfConfig | None):
+    """``set_perf`` for the duration of a ``with`` block (e.g. the dense, gather-only forms
+    while tracing a TFLite graph), then every layer's own choice again."""
+    saved = [(layer, layer.perf) for layer in sublayers(model)
+             if isinstance(getattr(layer, "perf", None), PerfConfig)]
+    try:
+        yield set_perf(model, perf)
+    finally:
+        for layer, old in saved:
+            layer.perf = old

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from spade_tf.config import FilterGradient, LabelConv, PerfConfig, Toggle, config_to_dict, load_config
-from spade_tf.layers import SPADE, LegacyPerfConfigWarning, perf_scope, set_perf
+from spade_tf.layers import SPADE
 from spade_tf.networks import build_networks, load_networks
-from spade_tf.perf import ALL_ON, PLAIN, Device, current_device, resolve_perf
+from spade_tf.perf import (ALL_ON, PLAIN, Device, LegacyPerfConfigWarning, current_device,
+                           perf_scope, resolve_perf, set_perf)
 from spade_tf.semantics import to_semantics
 from spade_tf.tf_internals import sublayers
 
