@@ -571,8 +571,7 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command not in ("synthscapes", "request"):
-        import_tensorflow_quietly(args.verbose)
+    import_tensorflow_quietly(args.verbose)  # every command imports it, sooner or later
     if args.low_memory:
         from spade_tf.memory import release_freed_memory
 
