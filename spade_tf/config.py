@@ -57,6 +57,15 @@ class GeneratorKind(StrEnum):
     BASELINE = "baseline"
 
 
+class NormMode(StrEnum):
+    """``--norm_mode`` of tzt101/CLADE: how the label map modulates each normalization."""
+
+    SPADE = "spade"  # Park et al.: per-pixel gamma/beta from convs of the label map
+    # Tan et al., "Efficient Semantic Image Synthesis via Class-Adaptive Normalization" (TPAMI
+    # 2021): gamma/beta looked up per class from two [classes, C] tables
+    CLADE = "clade"
+
+
 class SpadeNorm(StrEnum):
     """Parameter-free normalization inside SPADE (the middle of ``--norm_G``)."""
 
@@ -194,6 +203,9 @@ class ModelConfig:
     spade_norm: SpadeNorm = SpadeNorm.SYNC_BATCH  # parameter-free norm of --norm_G (spadesyncbatch3x3)
     spade_kernel_size: int = 3  # the KxK of --norm_G (spade...3x3)
     spade_hidden_filters: int = 128  # nhidden, hard-coded to 128 in the reference
+    norm_mode: NormMode = NormMode.SPADE  # --norm_mode (tzt101/CLADE): spade or clade
+    # --add_dist (CLADE only): ICPE, the intra-class positional encoding scaling gamma and beta
+    clade_positional: bool = False
     disc_spectral: bool = True  # 'spectral' prefix of --norm_D (the reference requires it)
     disc_norm: NormLayer = NormLayer.INSTANCE  # --norm_D after 'spectral' (spectralinstance)
     encoder_spectral: bool = True  # 'spectral' prefix of --norm_E
@@ -222,6 +234,9 @@ class ModelConfig:
         _require(not (self.generator is GeneratorKind.BASELINE and self.use_vae), "model.generator",
                  self.generator.value, "cannot be combined with model.use_vae (the baseline "
                  "starts from the label map)")
+        _require(not self.clade_positional or self.norm_mode is NormMode.CLADE,
+                 "model.clade_positional", self.clade_positional,
+                 "needs model.norm_mode='clade' (ICPE is part of CLADE)")
         if self.num_upsampling_layers is Upsampling.MOST:
             _require(self.base_filters >= 2, "model.base_filters", self.base_filters,
                      "must be >= 2 with num_upsampling_layers='most' (its last block has ngf//2 filters)")

@@ -25,7 +25,7 @@ from spade_tf.weights import read_state_dict, read_torch_state_dict  # noqa: F40
 
 log = logging.getLogger(__name__)
 
-CONV, DENSE, VEC = "conv", "dense", "vec"
+CONV, DENSE, VEC, TABLE = "conv", "dense", "vec", "table"
 NET_KEYS = {"netG": "generator", "netD": "discriminator", "netE": "encoder"}
 
 
@@ -82,15 +82,31 @@ def _spade(prefix: str, spade) -> Iterator[Entry]:
     yield from _conv(f"{prefix}.mlp_beta", spade.mlp_beta)
 
 
+def _clade(prefix: str, norm) -> Iterator[Entry]:
+    # tzt101/CLADE's SPADELight: param_free_norm, class_specified_affine (ClassAffine: the
+    # [classes, C] tables as weight / bias, ICPE's dist_conv_w / dist_conv_b), inst_conv
+    yield from _norm(f"{prefix}.param_free_norm", norm.param_free_norm)
+    yield Entry(f"{prefix}.class_specified_affine.weight", norm.gamma_table, TABLE)
+    yield Entry(f"{prefix}.class_specified_affine.bias", norm.beta_table, TABLE)
+    if norm.positional:
+        for name in ("dist_conv_w", "dist_conv_b"):
+            conv = getattr(norm, name)
+            yield Entry(f"{prefix}.class_specified_affine.{name}.weight", conv.kernel, CONV)
+            yield Entry(f"{prefix}.class_specified_affine.{name}.bias", conv.bias, VEC)
+    if norm.use_instance:
+        yield from _conv(f"{prefix}.inst_conv", norm.inst_conv)
+
+
 def _resblock(prefix: str, block) -> Iterator[Entry]:
     yield from _conv(f"{prefix}.conv_0", block.conv_0)
     yield from _conv(f"{prefix}.conv_1", block.conv_1)
     if block.learned_shortcut:
         yield from _conv(f"{prefix}.conv_s", block.conv_s)
-    yield from _spade(f"{prefix}.norm_0", block.norm_0)
-    yield from _spade(f"{prefix}.norm_1", block.norm_1)
+    norm = _clade if block.modulation == "clade" else _spade
+    yield from norm(f"{prefix}.norm_0", block.norm_0)
+    yield from norm(f"{prefix}.norm_1", block.norm_1)
     if block.learned_shortcut:
-        yield from _spade(f"{prefix}.norm_s", block.norm_s)
+        yield from norm(f"{prefix}.norm_s", block.norm_s)
 
 
 def generator_entries(g) -> list[Entry]:
@@ -343,6 +359,9 @@ _DIRECT = {
     "niter": ("train", "niter", int),
     "niter_decay": ("train", "niter_decay", int),
     "D_steps_per_G": ("train", "d_steps_per_g", int),
+    # tzt101/CLADE's options
+    "norm_mode": ("model", "norm_mode", str),
+    "add_dist": ("model", "clade_positional", _as_bool),
 }
 # Options that change nothing we model (logging, paths, devices, display...) or are derived.
 _IGNORED = {

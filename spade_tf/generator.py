@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from spade_tf.config import (UPSAMPLING_LAYERS, GeneratorKind, InitType, LabelConv, ModelConfig,
-                             PerfConfig, SpadeNorm, Upsampling)
+                             NormMode, PerfConfig, SpadeNorm, Upsampling)
 from spade_tf.kernels.onehot_conv import onehot_indices
 from spade_tf.kernels.regions import REGION_MIN_PIXELS, label_regions
 from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
@@ -42,6 +42,12 @@ class SPADEGenerator(keras.Model):
             ``enc_N``, and every SPADE is an ``AffineNorm``; the decoder is otherwise the same).
         onehot_channels: leading one-hot channels of the semantic map (classes + dontcare);
             None: treat the whole map as dense.
+        norm_mode: ``spade`` or ``clade`` (tzt101/CLADE's ``--norm_mode``): every SPADE a
+            ``ClassAdaptiveNorm``, gamma and beta looked up per class (needs
+            ``onehot_channels``).
+        use_instance: the semantic map ends with an instance-edge channel (CLADE passes it on
+            as one more channel; SPADE reads it with the rest of the map).
+        clade_positional: CLADE's ICPE (``--add_dist``): the call then needs ``positional``.
         perf: how it computes (``PerfConfig``, resolved for the device by
             ``spade_tf.perf.resolve_perf``; default: ``auto``). Not part of the config: a
             reloaded model computes as its new machine prefers. Besides the layers' own options
@@ -60,6 +66,8 @@ class SPADEGenerator(keras.Model):
         semantics: float NHWC semantic map (see ``spade_tf.semantics.to_semantics``) at the
             output resolution.
         z: optional [N, z_dim] latent (VAE models); drawn from N(0, I) when omitted.
+        positional: [N, H, W, 2] float intra-class offsets of the label map (CLADE with ICPE:
+            ``spade_tf.semantics.intra_class_offsets``); None otherwise.
         training: Python bool: batch statistics and a power iteration when True.
         return_activations: also return a dict of every block's output (``fc``, ``head_0``,
             ..., ``conv_img`` before tanh), keyed like the reference's modules.
@@ -72,11 +80,19 @@ class SPADEGenerator(keras.Model):
                  aspect_ratio=1.0, use_vae=False, z_dim=256, spectral=True,
                  spade_norm="sync_batch", spade_kernel_size=3, spade_hidden_filters=128,
                  init_type="xavier", init_gain=0.02, seed=None, kind="spade", onehot_channels=None,
-                 perf=None, **kwargs):
+                 norm_mode="spade", use_instance=False, clade_positional=False, perf=None,
+                 **kwargs):
         pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.perf = resolve_perf(perf)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
+        self.norm_mode = str(NormMode.parse(norm_mode, "norm_mode"))
+        self.use_instance = bool(use_instance)
+        self.clade_positional = bool(clade_positional)
+        if self.norm_mode == NormMode.CLADE.value and not self.onehot_channels:
+            raise ValueError("norm_mode='clade' needs onehot_channels (the class tables' rows)")
+        if self.clade_positional and self.norm_mode != NormMode.CLADE.value:
+            raise ValueError("clade_positional (ICPE) needs norm_mode='clade'")
         self.kind = str(GeneratorKind.parse(kind, "kind"))
         if self.kind == GeneratorKind.BASELINE.value and use_vae:
             raise ValueError("kind='baseline' starts from the label map: it cannot be used with use_vae")
@@ -108,8 +124,9 @@ class SPADEGenerator(keras.Model):
         block = dict(spectral=self.spectral, spade_norm=self.spade_norm,
                      spade_kernel_size=self.spade_kernel_size,
                      spade_hidden_filters=self.spade_hidden_filters,
-                     modulation="affine" if baseline else "spade",
-                     onehot_channels=self.onehot_channels, **init)
+                     modulation="affine" if baseline else self.norm_mode,
+                     onehot_channels=self.onehot_channels, use_instance=self.use_instance,
+                     positional=self.clade_positional, **init)
         sh, sw = self.latent_hw
         self.num_encoder_convs = 0
         if baseline:
@@ -217,7 +234,11 @@ class SPADEGenerator(keras.Model):
 
     def _uses_regions(self):
         return (bool(self.perf.uniform_regions) and bool(self.onehot_channels)
-                and self.kind == GeneratorKind.SPADE.value)
+                and self._spade_modulated())
+
+    def _spade_modulated(self) -> bool:
+        """Whether the blocks' norms are SPADE layers (not CLADE, not the baseline's)."""
+        return self.kind == GeneratorKind.SPADE.value and self.norm_mode == NormMode.SPADE.value
 
     def resized_label_maps(self, seg):
         """{(h, w): (seg, indices)}: the label map at each block resolution, and its
@@ -273,7 +294,7 @@ class SPADEGenerator(keras.Model):
     def sample_z(self, batch_size):
         return keras.random.normal((batch_size, self.z_dim), seed=self.seed_generator)
 
-    def call(self, semantics, z=None, training=False, return_activations=False):
+    def call(self, semantics, z=None, positional=None, training=False, return_activations=False):
         training = bool(training)
         seg = ops.cast(semantics, self.compute_dtype)
         expected = tuple(self.output_hw)
@@ -300,7 +321,7 @@ class SPADEGenerator(keras.Model):
         all_maps = self.resized_label_maps(seg) if (
             self._uses_regions() or self.perf.share_label_features) else {}
         regions = self.label_regions(all_maps)
-        if self.perf.share_label_features and self.kind == GeneratorKind.SPADE.value:
+        if self.perf.share_label_features and self._spade_modulated():
             if self.perf.sequential_inference and not training:
                 # Only the resized maps are shared: each SPADE layer computes its own features
                 # when its turn comes (see SPADE._sequential_inference).
@@ -309,8 +330,14 @@ class SPADEGenerator(keras.Model):
                 hidden = self.shared_label_features(seg, all_maps)
         resolution = {blk.name: hw for blk, hw in self.block_resolutions()}
 
+        if self.clade_positional and positional is None:
+            raise ValueError("this CLADE generator uses ICPE (model.clade_positional): pass "
+                             "positional=spade_tf.semantics.intra_class_offsets(label)")
+
         def block(blk, t):
             kw = dict(training=training)
+            if self.clade_positional:
+                kw["positional"] = positional
             if resolution[blk.name] in regions:
                 kw["regions"] = regions[resolution[blk.name]]
             if blk.name in hidden:
@@ -346,7 +373,8 @@ class SPADEGenerator(keras.Model):
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, seed=self.seed, kind=self.kind,
-                      onehot_channels=self.onehot_channels)
+                      onehot_channels=self.onehot_channels, norm_mode=self.norm_mode,
+                      use_instance=self.use_instance, clade_positional=self.clade_positional)
         return config
 
 
@@ -360,8 +388,9 @@ def generator_from_config(model: ModelConfig, seed=None, perf: PerfConfig | None
         z_dim=model.z_dim, spectral=model.generator_spectral, spade_norm=model.spade_norm.value,
         spade_kernel_size=model.spade_kernel_size, spade_hidden_filters=model.spade_hidden_filters,
         init_type=model.init_type.value, init_gain=model.init_gain, seed=seed,
-        kind=model.generator.value, onehot_channels=model.num_label_channels, perf=perf,
-        name="generator")
+        kind=model.generator.value, onehot_channels=model.num_label_channels,
+        norm_mode=model.norm_mode.value, use_instance=model.use_instance,
+        clade_positional=model.clade_positional, perf=perf, name="generator")
     h, w = model.output_hw
     g.build((None, h, w, model.semantic_channels))
     return g

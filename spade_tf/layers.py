@@ -806,6 +806,108 @@ class AffineNorm(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
+class ClassAdaptiveNorm(keras.layers.Layer):
+    """CLADE, class-adaptive normalization (Tan et al., "Efficient Semantic Image Synthesis via
+    Class-Adaptive Normalization", TPAMI 2021; tzt101/CLADE ``normalization.py``: ``SPADELight``
+    and ``ClassAffine``).
+
+    ``out = norm(x) * gamma[label] + beta[label]``: the parameter-free norm of SPADE, then a
+    per-class scale and bias looked up from two ``[classes, C]`` tables by each pixel's label,
+    the argmax over the one-hot channels of the label map resized (legacy nearest) to x. Unlike
+    SPADE there is no ``1 +``. With ICPE (``positional``), gamma and beta are scaled by
+    ``1 + conv1x1(dist)`` each, where ``dist`` is the intra-class positional map
+    (``spade_tf.semantics.intra_class_offsets``). With instance maps, the edge channel (the
+    label map's last) is split off before the lookup, goes through a 1x1 conv (``inst_conv``)
+    and is concatenated after the affine: the output has C + 1 channels.
+
+    Args:
+        norm_type: the parameter-free norm: ``sync_batch``, ``batch`` or ``instance``.
+        onehot_channels: the table rows: the label map's one-hot channels (``--label_nc``, plus
+            one for dontcare).
+        use_instance: the label map ends with an instance-edge channel (not ``--no_instance``).
+        positional: ICPE (``--add_dist``): takes ``positional`` at call time.
+        init_type: ``--init_type`` for ``inst_conv``.
+        init_gain: ``--init_variance``.
+        perf: how the norm computes (see ``TorchBatchNorm``); not part of the config.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Deviation: the reference's network-wide ``init_weights`` re-draws ``dist_conv_w`` and
+    ``dist_conv_b`` after ``ClassAffine`` zeroed them; here they stay zero, so that a new
+    model starts as plain CLADE (the issue's specification).
+
+    Call arguments:
+        x: NHWC features.
+        segmap: NHWC semantic map (one-hot, then the instance-edge channel if any), any size.
+        training: batch statistics when True.
+        positional: NHWC [N, H', W', 2] intra-class offsets (ICPE models), any size.
+    """
+
+    def __init__(self, norm_type="sync_batch", onehot_channels=1, use_instance=False,
+                 positional=False, init_type="xavier", init_gain=0.02, perf=None, **kwargs):
+        pop_legacy_perf_keys(kwargs, type(self).__name__)
+        super().__init__(**kwargs)
+        self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
+        self.onehot_channels = int(onehot_channels)
+        self.use_instance = bool(use_instance)
+        self.positional = bool(positional)
+        self.init_type = str(InitType.parse(init_type, "init_type"))
+        self.init_gain = float(init_gain)
+        self.perf = resolve_perf(perf)
+
+    def build(self, x_shape, segmap_shape=None, positional_shape=None):
+        c = int(x_shape[-1])
+        self.param_free_norm = make_param_free_norm(self.norm_type, name="param_free_norm",
+                                                    perf=self.perf)
+        self.param_free_norm.build(x_shape)
+        rows = (self.onehot_channels, c)
+        # ClassAffine: weight ~ U[0, 1), bias = 0
+        self.gamma_table = self.add_weight(name="gamma_table", shape=rows, autocast=False,
+                                           initializer=keras.initializers.RandomUniform(0.0, 1.0))
+        self.beta_table = self.add_weight(name="beta_table", shape=rows, initializer="zeros",
+                                          autocast=False)
+        if self.positional:
+            zeros = dict(kernel_initializer="zeros", bias_initializer="zeros")
+            self.dist_conv_w = keras.layers.Conv2D(1, 1, name="dist_conv_w", **zeros)
+            self.dist_conv_b = keras.layers.Conv2D(1, 1, name="dist_conv_b", **zeros)
+            self.dist_conv_w.build(tuple(x_shape[:3]) + (2,))
+            self.dist_conv_b.build(tuple(x_shape[:3]) + (2,))
+        if self.use_instance:
+            self.inst_conv = TorchConv2D(1, 1, init_type=self.init_type, init_gain=self.init_gain,
+                                         perf=self.perf, name="inst_conv")
+            self.inst_conv.build(tuple(x_shape[:3]) + (1,))
+
+    def call(self, x, segmap, training=False, positional=None):
+        normalized = self.param_free_norm(x, training=training)
+        dt = normalized.dtype
+        hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
+        seg = legacy_nearest_resize(segmap, hw)
+        label = tf.argmax(seg[..., :self.onehot_channels], axis=-1, output_type=tf.int32)
+        gamma = tf.gather(ops.cast(self.gamma_table, dt), label)  # GATHER: a TFLite builtin
+        beta = tf.gather(ops.cast(self.beta_table, dt), label)
+        if self.positional:
+            if positional is None:
+                raise ValueError(f"{self.name}: this CLADE layer uses ICPE (model.clade_positional)"
+                                 ": pass positional=spade_tf.semantics.intra_class_offsets(label)")
+            dist = legacy_nearest_resize(ops.cast(positional, dt), hw)
+            gamma = gamma * (1.0 + self.dist_conv_w(dist))
+            beta = beta * (1.0 + self.dist_conv_b(dist))
+        out = normalized * gamma + beta
+        if self.use_instance:
+            out = ops.concatenate([out, self.inst_conv(ops.cast(seg[..., -1:], dt))], axis=-1)
+        return out
+
+    def compute_output_shape(self, x_shape, segmap_shape=None, positional_shape=None):
+        return tuple(x_shape[:3]) + (int(x_shape[-1]) + int(self.use_instance),)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(norm_type=self.norm_type, onehot_channels=self.onehot_channels,
+                      use_instance=self.use_instance, positional=self.positional,
+                      init_type=self.init_type, init_gain=self.init_gain)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="spade_tf")
 class SPADEResBlock(keras.layers.Layer):
     """``SPADEResnetBlock`` (spec §2): two SPADE-LReLU-conv3x3 stages plus a shortcut.
 
@@ -821,8 +923,14 @@ class SPADEResBlock(keras.layers.Layer):
         spade_hidden_filters: SPADE's hidden width (128 in the reference).
         init_type: ``--init_type``.
         init_gain: ``--init_variance``.
-        modulation: ``spade`` (the reference) or ``affine``: every SPADE replaced by an
-            ``AffineNorm`` of the same norm type, which ignores the label map (the baseline).
+        modulation: ``spade`` (the reference), ``clade`` (every SPADE a
+            ``ClassAdaptiveNorm``: tzt101/CLADE's ``--norm_mode clade``) or ``affine`` (every
+            SPADE an ``AffineNorm`` of the same norm type, which ignores the label map: the
+            baseline).
+        use_instance: (CLADE) the label map ends with an instance-edge channel; each CLADE
+            layer then adds it as one more channel, and conv_0, conv_1 and conv_s take one more
+            input (CLADE's ``add_channels``).
+        positional: (CLADE) ICPE (``--add_dist``): the call takes ``positional``.
         onehot_channels: leading one-hot channels of the label map (see ``SPADE``).
         perf: how it computes (``PerfConfig``; see ``SPADE``; not part of the config). With
             ``sequential_inference``, the shortcut runs before the main branch.
@@ -838,14 +946,17 @@ class SPADEResBlock(keras.layers.Layer):
         regions: optional ``LabelRegions`` at x's resolution (``SPADE.call``).
     """
 
-    MODULATIONS = ("spade", "affine")
+    MODULATIONS = ("spade", "affine", "clade")
 
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
                  spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
-                 onehot_channels=None, perf=None, **kwargs):
+                 onehot_channels=None, use_instance=False, positional=False, perf=None,
+                 **kwargs):
         pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.perf = resolve_perf(perf)
+        self.use_instance = bool(use_instance)
+        self.positional = bool(positional)
         if modulation not in self.MODULATIONS:
             raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
                              + ", ".join(repr(m) for m in self.MODULATIONS))
@@ -869,25 +980,32 @@ class SPADEResBlock(keras.layers.Layer):
                 return SPADE(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
                              hidden_filters=self.spade_hidden_filters,
                              onehot_channels=self.onehot_channels, name=name, **init)
+        elif self.modulation == "clade":
+            def make_norm(name):
+                return ClassAdaptiveNorm(self.spade_norm, onehot_channels=self.onehot_channels,
+                                         use_instance=self.use_instance,
+                                         positional=self.positional, name=name, **init)
         else:
             def make_norm(name):
                 return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name,
                                   perf=self.perf)
+        # CLADE with instance maps: each norm adds the edge channel (the convs' add_channels)
+        add = int(self.modulation == "clade" and self.use_instance)
         self.conv_0 = make_conv(self.spectral, fmiddle, 3, padding=1, name="conv_0", **init)
         self.conv_1 = make_conv(self.spectral, self.filters, 3, padding=1, name="conv_1", **init)
         self.norm_0 = make_norm("norm_0")
         self.norm_1 = make_norm("norm_1")
         mid_shape = tuple(x_shape[:3]) + (fmiddle,)
         self.norm_0.build(x_shape, segmap_shape)
-        self.conv_0.build(x_shape)
+        self.conv_0.build(tuple(x_shape[:3]) + (fin + add,))
         self.norm_1.build(mid_shape, segmap_shape)
-        self.conv_1.build(mid_shape)
+        self.conv_1.build(tuple(x_shape[:3]) + (fmiddle + add,))
         if self.learned_shortcut:
             self.conv_s = make_conv(self.spectral, self.filters, 1, use_bias=False, name="conv_s",
                                     **init)
             self.norm_s = make_norm("norm_s")
             self.norm_s.build(x_shape, segmap_shape)
-            self.conv_s.build(x_shape)
+            self.conv_s.build(tuple(x_shape[:3]) + (fin + add,))
 
     @property
     def spade_layers(self) -> dict:
@@ -898,13 +1016,15 @@ class SPADEResBlock(keras.layers.Layer):
         names = ["norm_0", "norm_1"] + (["norm_s"] if self.learned_shortcut else [])
         return {n: getattr(self, n) for n in names}
 
-    def call(self, x, segmap, training=False, hidden=None, indices=None, regions=None):
+    def call(self, x, segmap, training=False, hidden=None, indices=None, regions=None,
+             positional=None):
         hidden = hidden or {}
 
         def norm(name, t, activated=False):
             layer = getattr(self, name)
             if self.modulation != "spade":
-                out = layer(t, segmap, training=training)
+                kw = {"positional": positional} if self.positional else {}
+                out = layer(t, segmap, training=training, **kw)
                 return leaky_relu(out) if activated else out
             # The leaky ReLU goes into the SPADE layer, which fuses it with the modulation.
             kw = dict(training=training, activation_slope=LRELU_SLOPE if activated else None)
@@ -937,7 +1057,8 @@ class SPADEResBlock(keras.layers.Layer):
                       spade_kernel_size=self.spade_kernel_size,
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, modulation=self.modulation,
-                      onehot_channels=self.onehot_channels)
+                      onehot_channels=self.onehot_channels, use_instance=self.use_instance,
+                      positional=self.positional)
         return config
 
 

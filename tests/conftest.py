@@ -71,6 +71,17 @@ def import_fixture(fx: Fixture):
 
 
 @pytest.fixture(scope="session")
+def fix_d() -> Fixture:
+    return _fixture("clade_fixD_normal.npz")
+
+
+@pytest.fixture(scope="session")
+def nets_d(fix_d):
+    """Fixture D (tzt101/CLADE, --norm_mode clade) imported, for eval-mode tests."""
+    return import_fixture(fix_d)
+
+
+@pytest.fixture(scope="session")
 def nets_a(fix_a):
     """Fixture A imported (eval-mode tests only: a training forward would change u, v, BN)."""
     return import_fixture(fix_a)

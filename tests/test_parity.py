@@ -138,11 +138,52 @@ def test_c_train_mode(fix_c):
     assert _max_err(image, nchw_to_nhwc(fix_c["out/fake_train"])) <= ATOL
 
 
-@pytest.mark.parametrize("which", ["a", "c"])
-def test_fixture_round_trips_through_to_official(which, fix_a, fix_c):
+# ----------------------------------------------------------------------------- fixture D (CLADE)
+
+
+def test_d_is_imported_as_clade(nets_d):
+    nets, config = nets_d
+    assert config.model.norm_mode.value == "clade"
+    assert nets.generator.head_0.modulation == "clade"
+    assert nets.generator.head_0.norm_0.gamma_table.shape == (5, 128)  # [label_nc, 16 ngf]
+
+
+def test_d_generator_eval_and_every_activation(fix_d, nets_d):
+    nets, config = nets_d
+    image, acts = nets.generator(_semantics(fix_d, config), training=False,
+                                 return_activations=True)
+    assert _max_err(image, nchw_to_nhwc(fix_d["out/fake_eval"])) <= ATOL
+    act_keys = [k for k in fix_d.keys("act/") if k != "act/head_0.norm_0"]
+    assert len(act_keys) == 9
+    for key in act_keys:
+        name = key[len("act/"):]
+        assert _max_err(acts[name], nchw_to_nhwc(fix_d[key])) <= ATOL, name
+    first = nets.generator.head_0.norm_0(tf.constant(nchw_to_nhwc(fix_d["act/fc"])),
+                                         _semantics(fix_d, config), training=False)
+    assert _max_err(first, nchw_to_nhwc(fix_d["act/head_0.norm_0"])) <= ATOL
+
+
+def test_d_generator_train_mode(fix_d):
+    nets, config = import_fixture(fix_d)
+    image = nets.generator(_semantics(fix_d, config), training=True)
+    assert _max_err(image, nchw_to_nhwc(fix_d["out/fake_train"])) <= ATOL
+
+
+def test_d_discriminator_features_and_losses(fix_d, nets_d):
+    fake_out, real_out = _d_outputs(fix_d, nets_d)
+    for kind, outs in (("fake", fake_out), ("real", real_out)):
+        for s in range(2):
+            for layer in range(5):
+                key = f"d/{kind}/{s}/{layer}"
+                assert _max_err(outs[s][layer], nchw_to_nhwc(fix_d[key])) <= ATOL, key
+    test_a_losses(fix_d, nets_d)
+
+
+@pytest.mark.parametrize("which", ["a", "c", "d"])
+def test_fixture_round_trips_through_to_official(which, fix_a, fix_c, fix_d):
     from spade_tf.convert import to_official
 
-    fx = fix_a if which == "a" else fix_c
+    fx = {"a": fix_a, "c": fix_c, "d": fix_d}[which]
     nets, _ = import_fixture(fx)
     back = to_official(nets)
     for net, sd in fx.state.items():
