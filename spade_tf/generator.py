@@ -13,6 +13,7 @@ from spade_tf.kernels.regions import REGION_MIN_PIXELS, label_regions
 from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
                              legacy_nearest_resize, make_initializer, upsample_nearest_2x)
 from spade_tf.perf import pop_legacy_perf_keys, resolve_perf
+from spade_tf.semantics import intra_class_offsets
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -67,7 +68,8 @@ class SPADEGenerator(keras.Model):
             output resolution.
         z: optional [N, z_dim] latent (VAE models); drawn from N(0, I) when omitted.
         positional: [N, H, W, 2] float intra-class offsets of the label map (CLADE with ICPE:
-            ``spade_tf.semantics.intra_class_offsets``); None otherwise.
+            ``spade_tf.semantics.intra_class_offsets``); computed from ``semantics`` in the graph
+            when None (a TFLite graph, which cannot run that, takes it as an input).
         training: Python bool: batch statistics and a power iteration when True.
         return_activations: also return a dict of every block's output (``fc``, ``head_0``,
             ..., ``conv_img`` before tanh), keyed like the reference's modules.
@@ -331,8 +333,10 @@ class SPADEGenerator(keras.Model):
         resolution = {blk.name: hw for blk, hw in self.block_resolutions()}
 
         if self.clade_positional and positional is None:
-            raise ValueError("this CLADE generator uses ICPE (model.clade_positional): pass "
-                             "positional=spade_tf.semantics.intra_class_offsets(label)")
+            # ICPE from the label map itself (the argmax of its one-hot channels: the class ids,
+            # dontcare as one more class), in the graph: callers and servers need nothing else
+            positional = intra_class_offsets(
+                tf.argmax(seg[..., :self.onehot_channels], axis=-1, output_type=tf.int32))
 
         def block(blk, t):
             kw = dict(training=training)

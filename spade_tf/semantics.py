@@ -135,3 +135,81 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
     with tf.control_dependencies([shape_check]):
         edges = tf.cast(instance_edges(instance), dtype)[..., None]
     return tf.concat([onehot, edges], axis=-1)
+
+
+# 8-connected neighbours (and the pixel itself) for the component labelling below
+_NEIGHBOURS = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)]
+
+
+def _components(label):
+    """For [N, H, W] int32 class ids: each pixel's 8-connected same-class component, as the
+    largest flat index (n·H·W + i·W + j) in it, or -1 for class 0. Label propagation: every
+    pixel takes the largest id among its same-class neighbours until nothing changes (about
+    the component's geodesic diameter in steps)."""
+    shape = tf.shape(label)
+    n, h, w = shape[0], shape[1], shape[2]
+    flat = tf.reshape(tf.range(n * h * w, dtype=tf.int32), shape)
+    ids = tf.where(label != 0, flat, -1)
+    lab_p = tf.pad(label, [[0, 0], [1, 1], [1, 1]], constant_values=-1)
+
+    def shifted(x_p, di, dj):
+        return x_p[:, 1 + di:1 + di + h, 1 + dj:1 + dj + w]
+
+    same = [tf.equal(shifted(lab_p, di, dj), label) for di, dj in _NEIGHBOURS]
+
+    def step(ids, _changed):
+        ids_p = tf.pad(ids, [[0, 0], [1, 1], [1, 1]], constant_values=-1)
+        new = ids
+        for (di, dj), s in zip(_NEIGHBOURS, same):
+            new = tf.maximum(new, tf.where(s, shifted(ids_p, di, dj), -1))
+        new = tf.where(label != 0, new, -1)
+        return new, tf.reduce_any(new != ids)
+
+    ids, _ = tf.while_loop(lambda _ids, changed: changed, step, (ids, tf.constant(True)),
+                           maximum_iterations=n * h * w)
+    return ids
+
+
+def intra_class_offsets(label):
+    """CLADE's ICPE input (``--add_dist``): for each pixel of a class other than 0, its row and
+    column offset from the centroid of its 8-connected same-class component, each divided by
+    that component's largest absolute offset along the axis (plus 1e-5); 0 for class 0.
+
+    The reference (tzt101/CLADE ``util/cal_dist_masks.cal_connectedComponents``) computes this
+    offline from the full-size label map and stores it, then crops and flips the stored map
+    with the image; here it is computed from the label map the network is given, after crop
+    and flip, so that serving needs nothing but a label map. A flipped map then gets offsets
+    that are flipped correctly (the reference flips its stored map along the wrong axis and
+    does not negate the column offsets). Runs in the graph (a SavedModel computes it itself).
+
+    Args:
+        label: integer class ids [N, H, W] (or [H, W]).
+
+    Returns:
+        float32 [..., H, W, 2]: (row offset, column offset), in [-1, 1].
+    """
+    label = tf.convert_to_tensor(label)
+    _check_integer(label, "label")
+    single = label.shape.rank == 2
+    if single:
+        label = label[None]
+    label = tf.cast(label, tf.int32)
+    shape = tf.shape(label)
+    n, h, w = shape[0], shape[1], shape[2]
+    ids = _components(label)
+    size = n * h * w
+    seg = tf.reshape(tf.where(ids >= 0, ids, size), [-1])  # class 0 -> a dummy segment
+    rows = tf.cast(tf.broadcast_to(tf.range(h)[None, :, None], shape), tf.float64)
+    cols = tf.cast(tf.broadcast_to(tf.range(w)[None, None, :], shape), tf.float64)
+    out = []
+    for coord in (rows, cols):
+        flat = tf.reshape(coord, [-1])
+        total = tf.math.unsorted_segment_sum(flat, seg, size + 1)
+        count = tf.math.unsorted_segment_sum(tf.ones_like(flat), seg, size + 1)
+        centroid = tf.gather(total / tf.maximum(count, 1.0), seg)
+        offset = flat - centroid
+        reach = tf.gather(tf.math.unsorted_segment_max(tf.abs(offset), seg, size + 1), seg)
+        value = tf.where(seg < size, offset / (reach + 1e-5), 0.0)
+        out.append(tf.reshape(tf.cast(value, tf.float32), shape))
+    result = tf.stack(out, axis=-1)
+    return result[0] if single else result
