@@ -137,7 +137,7 @@ def test_clade_generator_with_icpe_computes_the_map_itself():
     given = g(sem, positional=intra_class_offsets(label), training=False).numpy()
     other = g(sem, positional=tf.zeros((2, 64, 64, 2)), training=False).numpy()
     np.testing.assert_array_equal(own, given)
-    assert np.abs(own).max() > 0.1 and np.abs(own - other).max() > 0.01
+    assert np.abs(own - other).max() > 0.05 * np.abs(own).max() > 0  # the map changes the image
 
 
 def test_clade_options_are_read_from_opt_txt_and_validated():
