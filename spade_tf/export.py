@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from spade_tf.config import Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
 from spade_tf.perf import perf_scope
-from spade_tf.semantics import to_semantics
+from spade_tf.semantics import intra_class_offsets, to_semantics
 from spade_tf.tf_internals import tflite_schema
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic_int8", "int8")
@@ -128,12 +128,13 @@ class GeneratorModule(tf.Module):
                 message=f"style_image must be uint8 [N, {h}, {w}, 3], one per label map"))
         return checks
 
-    def synthesize(self, label, instance=None, z=None, validate=True):
-        """uint8 [N, H, W, 3] from int label (and instance, z) maps."""
+    def synthesize(self, label, instance=None, z=None, validate=True, positional=None):
+        """uint8 [N, H, W, 3] from int label (and instance, z) maps. CLADE with ICPE computes
+        its positional map from the label map in the graph unless ``positional`` is given."""
         checks = self._checks(label, instance, z) if validate else []
         with tf.control_dependencies(checks):
             sem = to_semantics(label, instance, config=self.config, validate=validate)
-        image = self.generator(sem, z=z, training=False)
+        image = self.generator(sem, z=z, positional=positional, training=False)
         return to_uint8(image)
 
     def style_z(self, style_image):
@@ -246,8 +247,10 @@ def _tflite_function(module: GeneratorModule):
         specs.append(tf.TensorSpec([1, h, w], tf.int32, name="instance"))
     if m.use_vae:
         specs.append(tf.TensorSpec([1, module.generator.z_dim], tf.float32, name="z"))
-    return _named_function(specs, lambda label, instance=None, z=None: {
-        "image": module.synthesize(label, instance, z, validate=False)})
+    if m.clade_positional:  # ICPE: an input here (spade_tf.semantics.intra_class_offsets)
+        specs.append(tf.TensorSpec([1, h, w, 2], tf.float32, name="positional"))
+    return _named_function(specs, lambda label, instance=None, z=None, positional=None: {
+        "image": module.synthesize(label, instance, z, validate=False, positional=positional)})
 
 
 # --------------------------------------------------------------------------- warm-up records
@@ -346,6 +349,10 @@ def tflite_metadata(config: Config, height: int, width: int) -> dict:
     if m.use_vae:
         inputs.append({"name": "z", "dtype": "float32", "shape": [1, m.z_dim],
                        "description": "style latent, N(0, I)"})
+    if m.clade_positional:
+        inputs.append({"name": "positional", "dtype": "float32", "shape": [1, height, width, 2],
+                       "description": "CLADE's ICPE map of the label map: "
+                                      "spade_tf.semantics.intra_class_offsets(label)"})
     return {
         "format": "spade-tf generator",
         "inputs": inputs,
@@ -569,6 +576,9 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                 rng = np.random.default_rng(1)
                 inputs = [{**x, "z": rng.standard_normal((1, config.model.z_dim)).astype(np.float32)}
                           for x in inputs]
+            if config.model.clade_positional:  # the TFLite graph's ICPE input
+                inputs = [{**x, "positional": intra_class_offsets(x["label"]).numpy()}
+                          for x in inputs]
             keras_ref = np.concatenate([module.synthesize(**{k: tf.constant(v) for k, v in x.items()})
                                         .numpy() for x in inputs])
             meta = tflite_metadata(config, h, w)
@@ -579,7 +589,8 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
 
                 def rep():
                     for x in inputs:
-                        yield {k: v.astype(np.float32 if k == "z" else np.int32) for k, v in x.items()}
+                        yield {k: v.astype(np.float32 if k in ("z", "positional") else np.int32)
+                               for k, v in x.items()}
                 blob = convert_tflite(str(graph_dir), variant, rep if variant == "int8" else None)
                 blob = add_tflite_metadata(blob, meta)
                 got = TFLiteRunner(blob)(**{k: np.concatenate([x[k] for x in inputs]) for k in inputs[0]})

@@ -145,6 +145,12 @@ class _TFLiteSynth(Synthesizer):
             feed["instance"] = instance
         if z is not None:
             feed["z"] = z
+        if self.config.model.clade_positional:
+            # the TFLite graph takes the ICPE map as an input (its labelling loop and float64
+            # centroids are not TFLite builtins): computed here, from the same label map
+            from spade_tf.semantics import intra_class_offsets
+
+            feed["positional"] = intra_class_offsets(np.asarray(label)).numpy()
         return self.runner(**feed)
 
 
