@@ -133,7 +133,9 @@ class GeneratorModule(tf.Module):
         its positional map from the label map in the graph unless ``positional`` is given."""
         checks = self._checks(label, instance, z) if validate else []
         with tf.control_dependencies(checks):
-            sem = to_semantics(label, instance, config=self.config, validate=validate)
+            # validate=False is the TFLite graph: its one-hot by comparison (full int8)
+            sem = to_semantics(label, instance, config=self.config, validate=validate,
+                               onehot_by_comparison=not validate)
         image = self.generator(sem, z=z, positional=positional, training=False)
         return to_uint8(image)
 

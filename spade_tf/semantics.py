@@ -88,7 +88,8 @@ def validate_labels(label, model: ModelConfig):
                                summarize=1, name="validate_labels")
 
 
-def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float32):
+def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float32,
+                 onehot_by_comparison=False):
     """Turns an integer label map (and instance map) into the generator / discriminator input.
 
     Channels: one-hot over ``num_classes`` (+1 dontcare channel when ``contain_dontcare``: id 255
@@ -102,6 +103,10 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
         validate: check the ids (an out-of-range or negative id is an ``InvalidArgumentError``
             naming the value and the allowed range).
         dtype: output dtype.
+        onehot_by_comparison: build the one-hot as ``cast(index == range(C))`` instead of
+            ``tf.one_hot`` (the same values). For full-integer TFLite graphs: TFLite's int8
+            ONE_HOT writes its off value as raw 0 whatever the zero point (-128 for a [0, 1]
+            range), so every 0 became 0.5; a float 0/1 map quantized by QUANTIZE is exact.
 
     Returns:
         NHWC [N, H, W, semantic_channels] tensor of 0/1 values.
@@ -122,7 +127,12 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
         index = label
         if model.contain_dontcare:
             index = tf.where(tf.equal(label, DONTCARE_ID), model.num_classes, label)
-        onehot = tf.one_hot(index, model.num_label_channels, dtype=dtype)
+        if onehot_by_comparison:
+            classes = tf.range(model.num_label_channels, dtype=index.dtype)
+            # through int32: the converter turns cast(equal(...)) back into ONE_HOT
+            onehot = tf.cast(tf.cast(tf.equal(index[..., None], classes), tf.int32), dtype)
+        else:
+            onehot = tf.one_hot(index, model.num_label_channels, dtype=dtype)
     if not model.use_instance:
         return onehot
     instance = tf.convert_to_tensor(instance)
