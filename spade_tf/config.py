@@ -388,6 +388,9 @@ class PerfConfig:
     # SPADE's gamma/beta convs only near label boundaries, one value per class inside uniform
     # regions (off under train.jit_compile: XLA needs static shapes; the TFLite graph is dense)
     uniform_regions: Toggle = Toggle.AUTO
+    # inference batch norm as x * rstd - mean * rstd instead of (x - mean) * rstd: quantizes
+    # right in full-integer TFLite graphs (the export turns it on there; auto: off elsewhere)
+    affine_inference_norm: Toggle = Toggle.AUTO
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")

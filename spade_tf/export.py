@@ -58,7 +58,9 @@ class ExportError(ValueError):
 def to_uint8(image):
     """[-1, 1] float image -> uint8, rounded to the nearest level."""
     x = tf.cast(image, tf.float32)
-    return tf.cast(tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+    # x * 127.5 + 127.5, not (x + 1) * 127.5: in a full-integer TFLite graph the converter gave
+    # the intermediate x + 1 the range of the product, [0, 255], and it lost 78% of the signal.
+    return tf.cast(tf.clip_by_value(tf.round(x * 127.5 + 127.5), 0.0, 255.0), tf.uint8)
 
 
 # --------------------------------------------------------------------------- the served module
@@ -552,9 +554,10 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             # graph reads the label map with K*K GATHERs instead (the same numbers). It is also
             # dense (no perf.uniform_regions): the TFLite graph keeps static shapes; the regions'
             # data-dependent ones (WHERE, then gathers of that many rows) were not tried there.
+            # Its batch norms are multiply-adds (perf.affine_inference_norm), for full int8.
             perf = nets.generator.perf
             tfl_perf = dataclasses.replace(
-                perf, uniform_regions=Toggle.OFF,
+                perf, uniform_regions=Toggle.OFF, affine_inference_norm=Toggle.ON,
                 label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM
                 else perf.label_conv)
             with perf_scope(nets.generator, tfl_perf):

@@ -452,8 +452,16 @@ class TorchBatchNorm(keras.layers.Layer):
         if training and self.perf.closed_form_gradients:
             y = normalize_closed_form(x, tf.stop_gradient(mean), tf.stop_gradient(var), count,
                                       self.epsilon, [0, 1, 2], self._sync_context())
-        else:
+        elif training or not self.perf.affine_inference_norm:
             y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
+        else:
+            # perf.affine_inference_norm: the same map as x * rstd + (-mean * rstd), both
+            # constants at inference. In a full-integer TFLite graph, (x - mean) * rstd got the
+            # range of the product for its difference (about 100x too wide at the latent), which
+            # erased the signal at the first SPADE/CLADE layer; this form quantizes as a plain
+            # multiply-add.
+            rstd = tf.math.rsqrt(var + self.epsilon)
+            y = x * rstd - mean * rstd
         if self.affine:
             y = y * self.gamma + self.beta
         return tf.cast(y, self.compute_dtype)

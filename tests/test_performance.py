@@ -93,6 +93,7 @@ VARIANTS = {
     "swapped filter gradient": dataclasses.replace(PLAIN, filter_gradient="swapped"),
     "closed-form gradients": dataclasses.replace(PLAIN, closed_form_gradients=True),
     "sequential inference": dataclasses.replace(PLAIN, sequential_inference=True),
+    "affine inference norm": dataclasses.replace(PLAIN, affine_inference_norm=True),
     "all on": ALL_ON,
 }
 
