@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Mobile benchmark: SPADE against CLADE generators as TFLite files, on LiteRT.
+
+Per model (SPADE ade20k 256, CLADE ngf 64 / 32 / 16 at 256 with ade20k's 151 label channels,
+the light synthscapes preset) and per TFLite variant (fp32, fp16, dynamic int8, full int8; 16x8
+where the converter offers it): parameters, multiply-adds, file size, LiteRT latency on 1 and 2
+threads (medians after a warm-up, all in this one run), PSNR against the model's fp32 file, and
+the speed-up over SPADE ade20k fp32 on 1 thread.
+
+No ade20k-sized model can be trained here, so the 256 px models have their initial weights with
+their batch-norm statistics run in on blocky random label maps (as the parity fixtures did),
+and CLADE's class tables drawn wider (gamma U[0.5, 2), beta N(0, 0.5^2); their own init, gamma
+U[0, 1) and beta 0, shrinks every block to near-zero outputs): their PSNR shows the quantization
+of the architecture, not of a trained model. With --light-checkpoint, the light preset row uses
+that trained run instead (the one trained model here). Calibration: 8 blocky random label maps;
+PSNR: 4 others.
+
+    .venv/bin/python scripts/bench_mobile.py --markdown docs/benchmarks/mobile.md \\
+        [--light-checkpoint runs/light] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from spade_tf.benchmarking import machine_info, median_seconds  # noqa: E402
+from spade_tf.config import Toggle, load_config  # noqa: E402
+from spade_tf.export import (GeneratorModule, TFLiteRunner, _tflite_function,  # noqa: E402
+                             convert_tflite, psnr)
+from spade_tf.fileio import atomic_write_text  # noqa: E402
+from spade_tf.flops import graph_multiply_adds  # noqa: E402
+from spade_tf.networks import build_networks, load_networks  # noqa: E402
+from spade_tf.perf import PLAIN, perf_scope  # noqa: E402
+from spade_tf.semantics import to_semantics  # noqa: E402
+
+MODELS = {  # name -> (preset, overrides)
+    "SPADE ade20k": ("ade20k", []),
+    "CLADE ngf 64": ("mobile", ["model.base_filters=64"]),
+    "CLADE ngf 32 (mobile)": ("mobile", []),
+    "CLADE ngf 16": ("mobile", ["model.base_filters=16"]),
+    "CLADE light synthscapes": ("synthscapes_light", []),
+}
+VARIANTS = ["fp32", "fp16", "dynamic_int8", "int8", "16x8"]
+TFLITE_PERF = dataclasses.replace(PLAIN, label_conv="gather", affine_inference_norm=Toggle.ON)
+
+
+def blocky_labels(rng, n, h, w, classes, block=16):
+    lab = np.kron(rng.integers(0, classes, (n, -(-h // block), -(-w // block))),
+                  np.ones((block, block), np.int64))[:, :h, :w]
+    return lab.astype(np.int32)
+
+
+def inputs_for(config, rng, n):
+    h, w = config.model.output_hw
+    label = blocky_labels(rng, n, h, w, config.model.num_classes)
+    out = [{"label": label[i:i + 1]} for i in range(n)]
+    if config.model.use_instance:
+        inst = blocky_labels(rng, n, h, w, 4, 32)
+        for i, x in enumerate(out):
+            x["instance"] = inst[i:i + 1]
+    return out
+
+
+def prepared_networks(config, rng, light_checkpoint=None):
+    if light_checkpoint:
+        nets, config = load_networks(light_checkpoint, discriminator=False)
+        return nets.generator, config, "trained"
+    g = build_networks(config, discriminator=False, encoder=False, seed=0).generator
+    for v in g.trainable_variables:
+        if v.path.endswith("gamma_table"):
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype(np.float32))
+        elif v.path.endswith("beta_table"):
+            v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
+    for x in inputs_for(config, rng, 4):  # batch-norm statistics of these weights
+        sem = to_semantics(x["label"], x.get("instance"), config=config)
+        for _ in range(10):
+            g(sem, training=True)
+    return g, config, "initial weights, statistics run in"
+
+
+def convert_16x8(saved_model_dir, representative):
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                    signature_keys=["serving_default"])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return conv.convert()
+
+
+def bench_model(name, repeats, light_checkpoint=None, log=print):
+    preset, overrides = MODELS[name]
+    rng = np.random.default_rng(0)
+    config = load_config(preset, overrides)
+    g, config, weights = prepared_networks(
+        config, rng, light_checkpoint if preset == "synthscapes_light" else None)
+    h, w = config.model.output_hw
+    with perf_scope(g, PLAIN):
+        fn = tf.function(lambda s: g(s, training=False))
+        macs = sum(graph_multiply_adds(fn.get_concrete_function(
+            tf.TensorSpec((1, h, w, config.model.semantic_channels))), used_only=True).values())
+    calib, test = inputs_for(config, rng, 8), inputs_for(config, rng, 4)
+    module = GeneratorModule(config, g)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with perf_scope(g, TFLITE_PERF):
+            tf.saved_model.save(module, tmp, signatures={"serving_default": _tflite_function(module)})
+
+        def rep():
+            for x in calib:
+                yield dict(x)
+
+        feed = {k: np.concatenate([x[k] for x in test]) for k in test[0]}
+        one = {k: v[:1] for k, v in feed.items()}
+        fp32_out = None
+        for variant in VARIANTS:
+            row = {"model": name, "variant": variant, "size": f"{h}x{w}", "weights": weights,
+                   "params": g.count_params(), "macs": macs}
+            t0 = time.time()
+            try:
+                blob = (convert_16x8(tmp, rep) if variant == "16x8"
+                        else convert_tflite(tmp, variant, rep if variant == "int8" else None))
+            except Exception as e:  # noqa: BLE001 - reported in the table
+                row["not_offered"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                rows.append(row)
+                log(f"{name} {variant}: not offered ({row['not_offered']})")
+                continue
+            row["convert_s"] = round(time.time() - t0, 1)
+            row["bytes"] = len(blob)
+            out = TFLiteRunner(blob)(**feed)
+            if variant == "fp32":
+                fp32_out = out
+            else:
+                row["psnr_db"] = round(float(psnr(out, fp32_out)), 2)
+            for threads in (1, 2):
+                runner = TFLiteRunner(blob, num_threads=threads)
+                row[f"latency_{threads}t_s"] = median_seconds(lambda: runner.runner(**one),
+                                                              repeats)[0]
+            rows.append(row)
+            log(f"{name} {variant}: {row['bytes'] / 1e6:.1f} MB, "
+                f"{row['latency_1t_s']:.3f} s (1 thread), {row['latency_2t_s']:.3f} s (2), "
+                f"PSNR {row.get('psnr_db', '-')}")
+    return rows
+
+
+def markdown(result) -> str:
+    info, rows = result["machine"], result["rows"]
+    base = next((r["latency_1t_s"] for r in rows
+                 if r["model"] == "SPADE ade20k" and r["variant"] == "fp32" and "latency_1t_s" in r),
+                None)
+    out = [f"machine: {info['cpu']}, {info['isa']}, {info['cores']} cores; TensorFlow "
+           f"{info['tensorflow']}; LiteRT (ai-edge-litert, XNNPACK); {info['date']}; batch 1, "
+           f"medians of {result['repeats']} after a warm-up", "",
+           "| model | size | params | multiply-adds | variant | file MB | 1 thread s | 2 threads s | "
+           "PSNR vs fp32 dB | speed-up vs SPADE fp32, 1 thread | weights |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "not_offered" in r:
+            out.append(f"| {r['model']} | {r['size']} | {r['params'] / 1e6:.2f} M | "
+                       f"{r['macs'] / 1e9:.2f} G | {r['variant']} | not offered: "
+                       f"{r['not_offered']} | | | | | |")
+            continue
+        speed = f"{base / r['latency_1t_s']:.1f}x" if base else ""
+        out.append(f"| {r['model']} | {r['size']} | {r['params'] / 1e6:.2f} M | "
+                   f"{r['macs'] / 1e9:.2f} G | {r['variant']} | {r['bytes'] / 1e6:.1f} | "
+                   f"{r['latency_1t_s']:.3f} | {r['latency_2t_s']:.3f} | "
+                   f"{r.get('psnr_db', '(reference)')} | {speed} | {r['weights']} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per latency (median)")
+    p.add_argument("--light-checkpoint", metavar="RUN",
+                   help="a trained synthscapes_light run for the light row")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--markdown", metavar="PATH")
+    args = p.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        rows += bench_model(name, args.repeats, args.light_checkpoint,
+                            log=lambda m: print(m, flush=True))
+    result = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
+              "command": "scripts/bench_mobile.py " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                  if v and k not in ("json", "markdown"))}
+    text = markdown(result)
+    print(text)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+
+
+if __name__ == "__main__":
+    main()
