@@ -161,6 +161,8 @@ def markdown(result) -> str:
     out = [f"machine: {info['cpu']}, {info['isa']}, {info['cores']} cores; TensorFlow "
            f"{info['tensorflow']}; LiteRT (ai-edge-litert, XNNPACK); {info['date']}; batch 1, "
            f"medians of {result['repeats']} after a warm-up", "",
+           f"Reproduce: `.venv/bin/python {result['command']}` (the light checkpoint: "
+           f"`spade-tf train --config synthscapes_light --max-minutes 3`, 1000 steps here).", "",
            "| model | size | params | multiply-adds | variant | file MB | 1 thread s | 2 threads s | "
            "PSNR vs fp32 dB | speed-up vs SPADE fp32, 1 thread | weights |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
