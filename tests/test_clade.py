@@ -147,3 +147,37 @@ def test_clade_options_are_read_from_opt_txt_and_validated():
         load_config("tiny", ["model.clade_positional=true"])
     with pytest.raises(ValueError, match="norm_mode.*'spade', 'clade'"):
         load_config("tiny", ["model.norm_mode=spadeish"])
+
+
+@pytest.mark.slow
+def test_clade_with_icpe_exports_for_serving_and_tflite(tmp_path):
+    """CLADE + ICPE + instance maps through export: the SavedModel computes the positional map
+    from the label map itself (Serving sends nothing else); the TFLite file takes it as the
+    input ``positional``, which synthesize computes; both match Keras."""
+    from spade_tf.export import TFLiteRunner, export_generator
+    from spade_tf.synthesize import load_synthesizer
+
+    config = load_config("tiny", ["model.norm_mode=clade", "model.clade_positional=true",
+                                  f"data.root={tmp_path / 'absent'}"])
+    nets = build_networks(config, discriminator=False)
+    rng = np.random.default_rng(4)
+    for blk in nets.generator.blocks:  # a non-zero ICPE and wider tables, so that both matter
+        for norm in (blk.norm_0, blk.norm_1):
+            norm.gamma_table.assign(rng.uniform(0.5, 2.0, norm.gamma_table.shape).astype(np.float32))
+            norm.dist_conv_w.kernel.assign(rng.standard_normal((1, 1, 2, 1)).astype(np.float32))
+    res = export_generator((nets, config), tmp_path / "m", tflite=("fp32",), progress=lambda m: None)
+    assert res.report["tflite"]["fp32"]["max_abs_levels_vs_keras"] <= 1
+    runner = TFLiteRunner(res.tflite["fp32"])
+    assert [i["name"] for i in runner.metadata["inputs"]] == ["label", "instance", "positional"]
+
+    label = block_labels(rng, 1, 64, 64, 4, 16)
+    inst = block_labels(rng, 1, 64, 64, 3, 32, noise=0)
+    sem = to_semantics(label, inst, config=config)
+    keras_img = nets.generator(sem, training=False).numpy()
+    want = np.clip(np.round(keras_img * 127.5 + 127.5), 0, 255)
+    served = tf.saved_model.load(str(res.version_dir)).signatures["serving_default"]
+    got = served(label=tf.constant(label), instance=tf.constant(inst))["image"].numpy()
+    assert np.abs(got.astype(int) - want).max() <= 1
+    for backend in (res.version_dir, res.tflite["fp32"]):
+        img = load_synthesizer(backend)._run(label, inst, None)
+        assert np.abs(np.asarray(img).astype(int) - want).max() <= 1, backend
