@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""SPADE vs the "label map at the input" baseline on synthscapes (the paper's central claim).
+"""SPADE, CLADE and CLADE + ICPE vs the "label map at the input" baseline on synthscapes.
 
 Trains the built-in segmenter on real synthscapes images, then SPADE and the baseline generator
 (``model.generator=baseline``: a conv encoder of the label map at the input, the same residual
 decoder with SPADE replaced by batch norm with a learned affine) for the same number of steps,
 with the baseline's width chosen so that its parameter count is as close as possible to SPADE's,
-2 seeds each. Every run is evaluated with ``spade_tf.evaluation.evaluate`` on the validation
+2 seeds each; and CLADE (``model.norm_mode=clade``, tzt101/CLADE), with and without its ICPE
+(``model.clade_positional``), at SPADE's other settings: CLADE's claim is quality "comparable" to
+SPADE's. Every run is evaluated with ``spade_tf.evaluation.evaluate`` on the validation
 split: segmentation mIoU / accuracy against the input labels (built-in segmenter), per-class
 IoU, and KID / FID with the segmenter's pooled features (named in the output; no Inception
 weights here).
@@ -60,8 +62,12 @@ def matched_baseline_width(spade_params: int, overrides) -> tuple[int, int]:
     return best
 
 
+KINDS = ("spade", "clade", "clade_icpe", "baseline")  # the grid's and the tables' order
+
+
 def comparison_grid(runs, config, count: int = 6):
-    """label | SPADE | baseline | real for the first ``count`` validation maps (seed 0 runs)."""
+    """label | SPADE | CLADE | CLADE + ICPE | baseline | real for the first ``count`` validation
+    maps (seed 0 runs)."""
     import numpy as np
 
     from spade_tf.data.labels import colorize
@@ -70,13 +76,14 @@ def comparison_grid(runs, config, count: int = 6):
     from spade_tf.networks import load_networks
 
     columns = {}
-    for kind in ("spade", "baseline"):
+    kinds = [k for k in KINDS if k in runs]
+    for kind in kinds:
         nets, cfg = load_networks(runs[kind], generator=True, discriminator=False)
         label, fake, real = next(generate_split(nets, cfg, batch_size=count, max_images=count,
                                                 progress=False))
         columns[kind] = fake
-    rows = [[colorize(label[i], config), to_uint8(columns["spade"][i]), to_uint8(columns["baseline"][i]),
-             to_uint8(real[i])] for i in range(len(label))]
+    rows = [[colorize(label[i], config)] + [to_uint8(columns[k][i]) for k in kinds]
+            + [to_uint8(real[i])] for i in range(len(label))]
     return np.asarray(rows_image(rows))
 
 
@@ -116,8 +123,13 @@ def main() -> None:
 
     spade_params = g_params(base_cfg)
     nf, base_params = matched_baseline_width(spade_params, COMMON)
-    variants = {"spade": COMMON, "baseline": COMMON + ["model.generator=baseline", f"model.base_filters={nf}"]}
-    params = {"spade": spade_params, "baseline": base_params}
+    variants = {"spade": COMMON,
+                "clade": COMMON + ["model.norm_mode=clade"],
+                "clade_icpe": COMMON + ["model.norm_mode=clade", "model.clade_positional=true"],
+                "baseline": COMMON + ["model.generator=baseline", f"model.base_filters={nf}"]}
+    params = {"spade": spade_params, "baseline": base_params,
+              "clade": g_params(load_config("synthscapes", variants["clade"])),
+              "clade_icpe": g_params(load_config("synthscapes", variants["clade_icpe"]))}
     print(f"generator parameters: SPADE {spade_params:,} (ngf 8), baseline {base_params:,} (ngf {nf})")
 
     results, seed0_runs = [], {}
@@ -164,11 +176,11 @@ def results_markdown(s: dict) -> str:
 
     runs = s["runs"]
     ceiling = s["segmenter"]["ceiling_on_real_val"]
-    lines = ["# SPADE vs the label-map-at-the-input baseline (synthscapes)", "",
+    lines = ["# SPADE, CLADE and CLADE + ICPE vs the label-map-at-the-input baseline (synthscapes)", "",
              "Produced by `scripts/reproduce_ablation.py` (rerun it to reproduce). Training took "
              f"{(s['segmenter']['train_seconds'] + sum(r['train_seconds'] for r in runs)) / 60:.0f} "
              f"minutes on the 2-core CPU (segmenter {s['segmenter']['train_seconds']:.0f} s, then "
-             "the runs' times below); a fresh call takes about 25 minutes in all, "
+             "the runs' times below); a fresh call takes about 40 minutes in all, "
              "evaluations included.", "",
              f"- Data: synthscapes, 64 x 64, 9 classes; validation split of {runs[0]['images']} maps.",
              f"- Training: {s['steps']} steps at batch 8 per run, the reference's losses and TTUR "
@@ -176,7 +188,9 @@ def results_markdown(s: dict) -> str:
              "- SPADE: ngf 8, SPADE hidden width 32, ndf 16. Baseline: the same decoder with every "
              "SPADE replaced by batch norm with a learned per-channel affine, the label map fed only "
              f"through a conv encoder at the input, ngf {s['baseline_base_filters']} to match SPADE's "
-             "parameter count as closely as the width allows.",
+             "parameter count as closely as the width allows. CLADE: SPADE's settings with "
+             "`model.norm_mode=clade` (per-class gamma/beta tables instead of SPADE's convs); "
+             "CLADE + ICPE adds `model.clade_positional=true`.",
              f"- Segmenter: the built-in one (`spade-tf train-segmenter`), {s['segmenter']['steps']} "
              f"steps on real training images. **Ceiling** (its scores on the real validation images): "
              f"mIoU {ceiling['miou']:.4f}, pixel accuracy {ceiling['pixel_accuracy']:.4f}.",
@@ -188,7 +202,8 @@ def results_markdown(s: dict) -> str:
         lines.append(f"| {r['generator']} | {r['seed']} | {r['g_params']:,} | {r['miou']:.4f} | "
                      f"{r['pixel_accuracy']:.4f} | {r['kid']['mean']:.5f} ± {r['kid']['std']:.5f} | "
                      f"{r['fid']:.2f} | {r['train_seconds']:.0f} |")
-    by = {k: [r for r in runs if r["generator"] == k] for k in ("spade", "baseline")}
+    by = {k: [r for r in runs if r["generator"] == k] for k in KINDS
+          if any(r["generator"] == k for r in runs)}
     for k, rs in by.items():
         lines.append(f"| **{k}, mean** | | | **{np.mean([r['miou'] for r in rs]):.4f}** | "
                      f"{np.mean([r['pixel_accuracy'] for r in rs]):.4f} | "
@@ -196,9 +211,21 @@ def results_markdown(s: dict) -> str:
                      f"{np.mean([r['fid'] for r in rs]):.2f} | |")
     wins = [sp["miou"] > bl["miou"] for sp, bl in zip(by["spade"], by["baseline"])]
     lines += ["", "SPADE beats the baseline on mIoU in " + f"{sum(wins)} of {len(wins)} seeds"
-              + (" (every seed)." if all(wins) else ": NOT in every seed (see the note below)."), "",
-              "## Per-class IoU (mean over seeds)", "",
-              "| class | SPADE | baseline | real images (ceiling) |", "|---|---|---|---|"]
+              + (" (every seed)." if all(wins) else ": NOT in every seed (see the note below).")]
+    for k, name in (("clade", "CLADE"), ("clade_icpe", "CLADE + ICPE")):
+        if k not in by:
+            continue
+        ratios = [c["miou"] / sp["miou"] for c, sp in zip(by[k], by["spade"])]
+        ok = all(x >= 0.9 for x in ratios)
+        lines.append(f"{name}'s mIoU is {', '.join(f'{x:.2f}' for x in ratios)} x SPADE's (seeds "
+                     f"{', '.join(map(str, s['seeds']))}): "
+                     + ("at least 0.9x in every seed, so CLADE's claim of comparable quality holds "
+                        "here." if ok else "**below 0.9x in at least one seed: the claim of "
+                        "comparable quality does not hold at this size and length of training.**"))
+    names = {"spade": "SPADE", "clade": "CLADE", "clade_icpe": "CLADE + ICPE", "baseline": "baseline"}
+    lines += ["", "## Per-class IoU (mean over seeds)", "",
+              "| class | " + " | ".join(names[k] for k in by) + " | real images (ceiling) |",
+              "|---|" + "---|" * len(by) + "---|"]
 
     def mean_iou(rs, i):
         vals = [r["per_class_iou"][i] for r in rs if r["per_class_iou"][i] is not None
@@ -207,11 +234,11 @@ def results_markdown(s: dict) -> str:
 
     for i, name in enumerate(CLASS_NAMES):
         c = ceiling["per_class_iou"][i]
-        lines.append(f"| {name} | {mean_iou(by['spade'], i)} | {mean_iou(by['baseline'], i)} | "
+        lines.append(f"| {name} | " + " | ".join(mean_iou(rs, i) for rs in by.values()) + " | "
                      f"{'-' if c is None or c != c else f'{c:.3f}'} |")
     lines += ["", "## The same validation labels", "",
-              "Columns: colourised label | SPADE | baseline | real (seed "
-              f"{s['seeds'][0]} models).", "", "![SPADE vs baseline](ablation.png)", ""]
+              "Columns: colourised label | " + " | ".join(names[k] for k in by) + " | real (seed "
+              f"{s['seeds'][0]} models).", "", "![SPADE, CLADE and the baseline](ablation.png)", ""]
     return "\n".join(lines)
 
 

@@ -952,6 +952,7 @@ class SPADEResBlock(keras.layers.Layer):
             layers' precomputed shared features (``SPADE.call``'s ``hidden``).
         indices: optional ``onehot_indices`` of a ``segmap`` at x's resolution (``SPADE.call``).
         regions: optional ``LabelRegions`` at x's resolution (``SPADE.call``).
+        positional: CLADE with ICPE: the [N, H, W, 2] intra-class offsets (any resolution).
     """
 
     MODULATIONS = ("spade", "affine", "clade")
