@@ -153,19 +153,20 @@ def test_without_loss_scaling_the_replica_test_fails():
     assert r["max_abs_diff"] > 1e-3, r  # so the test above can fail
 
 
-def _workers_vs_one_process(tmp_path, dtype: str) -> dict:
+def _workers_vs_one_process(tmp_path, dtype: str, overrides: str = "") -> dict:
     """MultiWorkerMirroredStrategy, 2 workers on 127.0.0.1, vs one process on the same global
     batches (the first two, in order, in one fit call): the worst difference over every G and D
     weight (trainable, BN statistics, u/v) after each of the 2 SGD steps."""
     from spade_tf.cli import _free_ports
 
     script = str(REPO / "tests" / "workers_worker.py")
+    env = dict(_env(), WORKERS_SET=overrides)
     # The single process and the two workers run at the same time (most of each is tracing).
-    single = subprocess.Popen([sys.executable, script, str(tmp_path / "one.npz"), dtype], env=_env(),
+    single = subprocess.Popen([sys.executable, script, str(tmp_path / "one.npz"), dtype], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = [subprocess.Popen([sys.executable, script, str(tmp_path / "two.npz"), dtype], cwd=str(REPO),
-                              env={**_env(), "TF_CONFIG": json.dumps(
+                              env={**env, "TF_CONFIG": json.dumps(
                                   {"cluster": cluster, "task": {"type": "worker", "index": i}})},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
@@ -193,6 +194,14 @@ def test_two_loopback_workers_match_one_process_in_float64(tmp_path):
     (a missing loss scaling moves weights by ~3e-2 in the replica test)."""
     worst = _workers_vs_one_process(tmp_path, "float64")
     assert worst[1] <= 1e-10 and worst[2] <= 1e-10, worst  # seen: 7e-16 and 2e-15
+
+
+@pytest.mark.slow
+def test_clade_with_icpe_on_two_loopback_workers_matches_one_process_in_float64(tmp_path):
+    """The same strategy check for CLADE's tables, instance-edge convs and ICPE."""
+    worst = _workers_vs_one_process(tmp_path, "float64",
+                                    "model.norm_mode=clade model.clade_positional=true")
+    assert worst[1] <= 1e-10 and worst[2] <= 1e-10, worst
 
 
 @pytest.mark.slow
@@ -234,8 +243,12 @@ def test_cli_launcher_trains_with_two_workers(tmp_path, train_cfg):
 
 
 @pytest.mark.slow
-def test_sigterm_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_path, train_cfg):
+@pytest.mark.parametrize("norm", ["spade", "clade_icpe"])
+def test_sigterm_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_path, train_cfg,
+                                                                         norm):
     common = ["train", "--config", str(train_cfg)]
+    if norm == "clade_icpe":  # CLADE's tables and ICPE convs resume exactly too
+        common += ["--set", "model.norm_mode=clade", "--set", "model.clade_positional=true"]
     full = subprocess.run(_cli(*common, "--workdir", str(tmp_path / "full")), env=_env(),
                           capture_output=True, text=True, timeout=600, cwd=str(REPO))
     assert full.returncode == 0, full.stderr[-3000:]
@@ -323,7 +336,9 @@ def _write(tmp_path, text):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("switches", [["train.precision=mixed_float16", "train.jit_compile=true"],
-                                      ["train.precision=mixed_bfloat16"]])
+                                      ["train.precision=mixed_bfloat16"],
+                                      ["train.precision=mixed_float16", "model.norm_mode=clade",
+                                       "model.clade_positional=true"]])
 def test_precision_and_xla_switches_train(tmp_path, train_cfg, switches):
     # Its own process: the dtype policy is global. float16 also exercises the loss scaling.
     sets = [a for s in switches for a in ("--set", s)]

@@ -3,7 +3,8 @@ global batches in order), as one MultiWorkerMirroredStrategy worker (when TF_CON
 a single process. The chief (or the single process) writes every network weight after each step
 to OUT_step1.npz and OUT_step2.npz.
 
-Usage: python tests/workers_worker.py OUT.npz [float32|float64]
+Usage: python tests/workers_worker.py OUT.npz [float32|float64]; WORKERS_SET="k=v k=v" adds
+config overrides.
 
 float64 runs the whole model in double precision: any algorithmic difference between the
 strategies (loss scaling, a stale u/v, per-worker BN statistics) shows at full size there, while
@@ -49,7 +50,8 @@ def main(out: str, dtype: str) -> None:
                                   # O(1) activations, as in replicas_worker.py: with the default
                                   # gain 0.02, batch norm rescales tiny activations to unit
                                   # variance and magnifies float32 rounding accordingly.
-                                  "model.init_gain=1.0"])
+                                  "model.init_gain=1.0"]
+                         + os.environ.get("WORKERS_SET", "").split())
     with strategy.scope():
         keras.utils.set_random_seed(0)
         gan = GauGAN(config)
