@@ -33,16 +33,21 @@ def test_a_semantics_equal_official_input(fix_a, nets_a):
     np.testing.assert_array_equal(sem, nchw_to_nhwc(fix_a["in/semantics"]).astype(np.float32))
 
 
-def test_a_generator_eval_and_every_activation(fix_a, nets_a):
-    nets, config = nets_a
-    image, acts = nets.generator(_semantics(fix_a, config), training=False,
+def _check_generator_eval(fx, nets_and_config):
+    """The eval-mode image and every block's output against the fixture's."""
+    nets, config = nets_and_config
+    image, acts = nets.generator(_semantics(fx, config), training=False,
                                  return_activations=True)
-    assert _max_err(image, nchw_to_nhwc(fix_a["out/fake_eval"])) <= ATOL
-    act_keys = [k for k in fix_a.keys("act/") if k != "act/head_0.norm_0"]
+    assert _max_err(image, nchw_to_nhwc(fx["out/fake_eval"])) <= ATOL
+    act_keys = [k for k in fx.keys("act/") if k != "act/head_0.norm_0"]
     assert len(act_keys) == 9  # fc, head_0, G_middle_0/1, up_0..3, conv_img
     for key in act_keys:
         name = key[len("act/"):]
-        assert _max_err(acts[name], nchw_to_nhwc(fix_a[key])) <= ATOL, name
+        assert _max_err(acts[name], nchw_to_nhwc(fx[key])) <= ATOL, name
+
+
+def test_a_generator_eval_and_every_activation(fix_a, nets_a):
+    _check_generator_eval(fix_a, nets_a)
 
 
 def test_a_first_spade_layer(fix_a, nets_a):
@@ -76,14 +81,18 @@ def _d_outputs(fix_a, nets_a):
     return fake_out, real_out
 
 
-def test_a_discriminator_features(fix_a, nets_a):
-    fake_out, real_out = _d_outputs(fix_a, nets_a)
+def _check_discriminator_features(fx, nets_and_config):
+    fake_out, real_out = _d_outputs(fx, nets_and_config)
     assert len(fake_out) == 2 and all(len(s) == 5 for s in fake_out)
     for kind, outs in (("fake", fake_out), ("real", real_out)):
         for s in range(2):
             for layer in range(5):
                 key = f"d/{kind}/{s}/{layer}"
-                assert _max_err(outs[s][layer], nchw_to_nhwc(fix_a[key])) <= ATOL, key
+                assert _max_err(outs[s][layer], nchw_to_nhwc(fx[key])) <= ATOL, key
+
+
+def test_a_discriminator_features(fix_a, nets_a):
+    _check_discriminator_features(fix_a, nets_a)
 
 
 def test_a_losses(fix_a, nets_a):
@@ -149,15 +158,8 @@ def test_d_is_imported_as_clade(nets_d):
 
 
 def test_d_generator_eval_and_every_activation(fix_d, nets_d):
+    _check_generator_eval(fix_d, nets_d)
     nets, config = nets_d
-    image, acts = nets.generator(_semantics(fix_d, config), training=False,
-                                 return_activations=True)
-    assert _max_err(image, nchw_to_nhwc(fix_d["out/fake_eval"])) <= ATOL
-    act_keys = [k for k in fix_d.keys("act/") if k != "act/head_0.norm_0"]
-    assert len(act_keys) == 9
-    for key in act_keys:
-        name = key[len("act/"):]
-        assert _max_err(acts[name], nchw_to_nhwc(fix_d[key])) <= ATOL, name
     first = nets.generator.head_0.norm_0(tf.constant(nchw_to_nhwc(fix_d["act/fc"])),
                                          _semantics(fix_d, config), training=False)
     assert _max_err(first, nchw_to_nhwc(fix_d["act/head_0.norm_0"])) <= ATOL
@@ -170,12 +172,7 @@ def test_d_generator_train_mode(fix_d):
 
 
 def test_d_discriminator_features_and_losses(fix_d, nets_d):
-    fake_out, real_out = _d_outputs(fix_d, nets_d)
-    for kind, outs in (("fake", fake_out), ("real", real_out)):
-        for s in range(2):
-            for layer in range(5):
-                key = f"d/{kind}/{s}/{layer}"
-                assert _max_err(outs[s][layer], nchw_to_nhwc(fix_d[key])) <= ATOL, key
+    _check_discriminator_features(fix_d, nets_d)
     test_a_losses(fix_d, nets_d)
 
 
