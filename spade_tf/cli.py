@@ -19,9 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    from spade_tf.config import preset_names
+
     p.add_argument("--config", required=required, metavar="NAME_OR_PATH",
-                   help="a preset name (ade20k, cityscapes, coco_stuff, facades, custom, tiny) "
-                        "or a YAML file")
+                   help=f"a preset name ({', '.join(preset_names())}) or a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field, e.g. --set model.num_classes=20 (repeatable)")
 
