@@ -46,6 +46,10 @@ PRESETS = {
     "ade20k": ("ade20k", []),
     "cityscapes": ("cityscapes", []),
     "coco_stuff": ("coco_stuff", []),
+    # CLADE: configs/mobile.yaml (ade20k-sized, 151 label channels, ngf 32) and the light
+    # synthscapes preset (few classes) that the mobile benchmark trains
+    "mobile": ("mobile", []),
+    "synthscapes_light": ("synthscapes_light", []),
 }
 PLAIN = ["perf.label_conv=dense", "perf.fuse_gamma_beta=false",
          "perf.share_label_features=false", "perf.filter_gradient=native",
@@ -80,6 +84,8 @@ VARIANTS = {
     # the default config with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0 in the
     # worker's environment): TensorFlow turns them on by default on some CPUs (AVX-512 ones)
     "oneDNN off": [],
+    # CLADE's tables read by a 1x1 conv of the one-hot map instead of argmax + gathers
+    "CLADE lookups as a 1x1 conv": ["perf.clade_lookup=onehot_conv"],
 }
 LOW_MEMORY = "low-memory allocator"
 PAGES_RELEASED = "library pages released"
@@ -87,10 +93,11 @@ ONEDNN_OFF = "oneDNN off"
 # inference-mode variants of the batch-1 forward: the only option that acts in inference mode
 # alone, and the allocator setting
 REAL = [v for v in VARIANTS if v.endswith("real label maps")]
+CLADE = ["CLADE lookups as a 1x1 conv"]  # run for the --clade configs
 FORWARD_ABLATION = ["parallel inference", LOW_MEMORY, PAGES_RELEASED, "no uniform regions",
                     ONEDNN_OFF]
 TRAIN_ABLATION = [v for v in VARIANTS
-                  if v not in ["optimised", "plain", "parallel inference"] + REAL]
+                  if v not in ["optimised", "plain", "parallel inference"] + REAL + CLADE]
 REAL_TRAIN_MAPS = 7  # training runs on real label maps: every third of the 21
 # Official NVlabs/SPADE on this machine kind (torch 2.13, 2 threads, batch 1, medians; issue 7).
 OFFICIAL = {
@@ -478,6 +485,10 @@ def main() -> None:
     p.add_argument("--real", default="ade20k,128px",
                    help="configs also measured on real label maps (the optimised form, with "
                         "and without perf.uniform_regions)")
+    p.add_argument("--clade", default="mobile,synthscapes_light",
+                   help="CLADE configs measured in both forms of perf.clade_lookup (argmax + "
+                        "gathers, the default, and a 1x1 conv of the one-hot map), forward at "
+                        "every batch size and training")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     p.add_argument("--json", metavar="PATH", help="write every result as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as markdown")
@@ -499,6 +510,7 @@ def main() -> None:
     plain = set(filter(None, args.plain.split(",")))
     ablation = set(filter(None, args.ablation.split(",")))
     real = set(filter(None, args.real.split(",")))
+    clade = list(filter(None, args.clade.split(",")))
     jobs = []
     if "matmul" in parts:
         jobs.append(["matmul"])
@@ -514,6 +526,9 @@ def main() -> None:
                     jobs += [["forward", name, v, b] for v in FORWARD_ABLATION]
                 if name in real:
                     jobs += [["forward", name, v, b] for v in REAL]
+        for name in clade:
+            for b in (int(x) for x in args.batches.split(",")):
+                jobs += [["forward", name, v, b] for v in ["optimised"] + CLADE]
     if "train" in parts:
         for name in filter(None, args.train.split(",")):
             jobs.append(["train", name, "optimised"])
@@ -523,6 +538,8 @@ def main() -> None:
                 jobs += [["train", name, v] for v in TRAIN_ABLATION]
             if name in real:
                 jobs += [["train", name, v] for v in REAL]
+        for name in clade:
+            jobs += [["train", name, v] for v in ["optimised"] + CLADE]
     if "data" in parts:
         jobs += [["data", "synthscapes"], ["data", "coco_stuff_sample"]]
     rows = []

@@ -147,6 +147,16 @@ class LabelConv(StrEnum):
     SEGMENT_SUM = "segment_sum"  # one fused lookup-and-sum (SparseSegmentSum): fastest on CPU
 
 
+class CladeLookup(StrEnum):
+    """How CLADE looks up its per-class gamma and beta (``perf.clade_lookup``)."""
+
+    AUTO = "auto"  # resolved per device (spade_tf.perf)
+    GATHER = "gather"  # argmax, then one tf.gather per table: the reference's form, TFLite builtins
+    # one 1x1 conv (a matmul) of the one-hot map with the tables as its kernel: the same numbers
+    # for one-hot maps, as a dense GEMM (spade_tf/kernels/class_tables.py)
+    ONEHOT_CONV = "onehot_conv"
+
+
 class FilterGradient(StrEnum):
     """How conv kernel gradients are computed (``perf.filter_gradient``)."""
 
@@ -391,6 +401,9 @@ class PerfConfig:
     # inference batch norm as x * rstd - mean * rstd instead of (x - mean) * rstd: quantizes
     # right in full-integer TFLite graphs (the export turns it on there; auto: off elsewhere)
     affine_inference_norm: Toggle = Toggle.AUTO
+    # CLADE's per-class gamma/beta: argmax + gather (the reference's form; TFLite builtins) or a
+    # 1x1 conv of the one-hot map (one matmul); the same numbers for one-hot maps
+    clade_lookup: CladeLookup = CladeLookup.AUTO
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from spade_tf.config import Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
+from spade_tf.config import CladeLookup, Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
 from spade_tf.perf import perf_scope
 from spade_tf.semantics import intra_class_offsets, to_semantics
 from spade_tf.tf_internals import tflite_schema
@@ -71,6 +71,13 @@ class _Untracked:
 
     def __init__(self, **objects):
         self.__dict__.update(objects)
+
+
+def latent_from_seed(seed, z_dim: int):
+    """The ``png`` signature's latent for an int ``seed``: float32 [z_dim] from N(0, I),
+    stateless, so that a seed gives the same image on every server (the studio uses it too)."""
+    seed = tf.cast(seed, tf.int64)
+    return tf.random.stateless_normal([z_dim], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
 
 
 class GeneratorModule(tf.Module):
@@ -150,10 +157,8 @@ class GeneratorModule(tf.Module):
     def z_from_seeds(self, seed):
         """One N(0, I) latent per int64 seed (stateless: the same seed, the same image)."""
         zdim = self.generator.z_dim
-
-        def one(s):
-            return tf.random.stateless_normal([zdim], seed=tf.stack([s, tf.constant(0, tf.int64)]))
-        return tf.map_fn(one, tf.cast(seed, tf.int64), fn_output_signature=tf.float32)
+        return tf.map_fn(lambda s: latent_from_seed(s, zdim), tf.cast(seed, tf.int64),
+                         fn_output_signature=tf.float32)
 
 
 def _decode_pngs(strings, name, dtype, height, width):
@@ -554,10 +559,13 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             # graph reads the label map with K*K GATHERs instead (the same numbers). It is also
             # dense (no perf.uniform_regions): the TFLite graph keeps static shapes; the regions'
             # data-dependent ones (WHERE, then gathers of that many rows) were not tried there.
-            # Its batch norms are multiply-adds (perf.affine_inference_norm), for full int8.
+            # Its batch norms are multiply-adds (perf.affine_inference_norm), for full int8, and
+            # CLADE's tables are read with GATHER (int8-exact lookups; a one-hot matmul would
+            # quantize the tables' products and sums).
             perf = nets.generator.perf
             tfl_perf = dataclasses.replace(
                 perf, uniform_regions=Toggle.OFF, affine_inference_norm=Toggle.ON,
+                clade_lookup=CladeLookup.GATHER,
                 label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM
                 else perf.label_conv)
             with perf_scope(nets.generator, tfl_perf):

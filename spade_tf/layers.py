@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from spade_tf.config import FilterGradient, InitType, LabelConv, NormLayer, SpadeNorm
+from spade_tf.kernels.class_tables import class_lookup
 from spade_tf.kernels.conv_gradients import conv2d_forward_gradients
 from spade_tf.kernels.norm_gradients import modulate, normalize_closed_form
 from spade_tf.kernels.onehot_conv import onehot_conv, onehot_indices
@@ -836,7 +837,8 @@ class ClassAdaptiveNorm(keras.layers.Layer):
         positional: ICPE (``--add_dist``): takes ``positional`` at call time.
         init_type: ``--init_type`` for ``inst_conv``.
         init_gain: ``--init_variance``.
-        perf: how the norm computes (see ``TorchBatchNorm``); not part of the config.
+        perf: how the norm computes (see ``TorchBatchNorm``) and how the tables are read
+            (``clade_lookup``: gathers, or a 1x1 conv of the one-hot map); not part of the config.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Deviation: the reference's network-wide ``init_weights`` re-draws ``dist_conv_w`` and
@@ -889,9 +891,11 @@ class ClassAdaptiveNorm(keras.layers.Layer):
         dt = normalized.dtype
         hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
         seg = legacy_nearest_resize(segmap, hw)
-        label = tf.argmax(seg[..., :self.onehot_channels], axis=-1, output_type=tf.int32)
-        gamma = tf.gather(ops.cast(self.gamma_table, dt), label)  # GATHER: a TFLite builtin
-        beta = tf.gather(ops.cast(self.beta_table, dt), label)
+        # gamma[label], beta[label] with label = argmax over the one-hot channels: gathers, or
+        # one 1x1 conv of the one-hot map (perf.clade_lookup; the same numbers)
+        gamma, beta = class_lookup(seg[..., :self.onehot_channels],
+                                   [ops.cast(self.gamma_table, dt), ops.cast(self.beta_table, dt)],
+                                   self.perf.clade_lookup)
         if self.positional:
             if positional is None:
                 raise ValueError(f"{self.name}: this CLADE layer uses ICPE (model.clade_positional)"

@@ -18,7 +18,7 @@ import enum
 import warnings
 from typing import Iterable, Optional
 
-from spade_tf.config import FilterGradient, LabelConv, PerfConfig, Toggle
+from spade_tf.config import CladeLookup, FilterGradient, LabelConv, PerfConfig, Toggle
 from spade_tf.tf_internals import onednn_enabled, sublayers
 
 
@@ -35,18 +35,20 @@ class Device(str, enum.Enum):
 _CPU_FORMS = dict(label_conv=LabelConv.SEGMENT_SUM, fuse_gamma_beta=Toggle.ON,
                   share_label_features=Toggle.ON, closed_form_gradients=Toggle.ON,
                   split_discriminator_input=Toggle.ON, sequential_inference=Toggle.ON,
-                  uniform_regions=Toggle.ON, affine_inference_norm=Toggle.OFF)
+                  uniform_regions=Toggle.ON, affine_inference_norm=Toggle.OFF,
+                  clade_lookup=CladeLookup.GATHER)
 # auto on a GPU or under XLA: the plain forms
 _PLAIN_FORMS = dict(label_conv=LabelConv.DENSE, fuse_gamma_beta=Toggle.OFF,
                     share_label_features=Toggle.OFF, filter_gradient=FilterGradient.NATIVE,
                     closed_form_gradients=Toggle.OFF, split_discriminator_input=Toggle.OFF,
                     sequential_inference=Toggle.OFF, uniform_regions=Toggle.OFF,
-                    affine_inference_norm=Toggle.OFF)
+                    affine_inference_norm=Toggle.OFF, clade_lookup=CladeLookup.GATHER)
 
 # The every-option-plain and every-option-on configs (tests and benchmarks compare them).
 PLAIN = PerfConfig(**_PLAIN_FORMS)
 ALL_ON = PerfConfig(**{**_CPU_FORMS, "filter_gradient": FilterGradient.SWAPPED,
-                       "affine_inference_norm": Toggle.ON})
+                       "affine_inference_norm": Toggle.ON,
+                       "clade_lookup": CladeLookup.ONEHOT_CONV})
 
 
 def current_device(device_types: Optional[Iterable[str]] = None, jit_compile: bool = False

@@ -31,6 +31,11 @@ class Synthesizer:
     def use_vae(self) -> bool:
         return self.config.model.use_vae
 
+    @property
+    def has_style(self) -> bool:
+        """Whether ``style`` works: a VAE model's encoder is here."""
+        return False
+
     def check(self, label, instance=None, name="label"):
         label = np.asarray(label)
         if not np.issubdtype(label.dtype, np.integer):
@@ -82,6 +87,10 @@ class _CheckpointSynth(Synthesizer):
         self.module = GeneratorModule(config, nets.generator, nets.encoder)
         super().__init__("checkpoint", config, self.module.height, self.module.width, str(path))
 
+    @property
+    def has_style(self) -> bool:
+        return self.module.encoder is not None
+
     def _run(self, label, instance, z):
         return self.module.synthesize(label, instance, z).numpy()
 
@@ -102,6 +111,10 @@ class _SavedModelSynth(Synthesizer):
         self.loaded = tf.saved_model.load(str(path))
         h, w = config.model.output_hw
         super().__init__("saved_model", config, h, w, str(path))
+
+    @property
+    def has_style(self) -> bool:
+        return "style" in self.loaded.signatures
 
     def _feed(self, label, instance, z):
         import tensorflow as tf

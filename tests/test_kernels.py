@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from spade_tf.kernels.class_tables import class_lookup
 from spade_tf.kernels.conv_gradients import input_gradient_as_conv
 from spade_tf.kernels.norm_gradients import modulate
 from spade_tf.kernels.onehot_conv import onehot_conv, onehot_indices
@@ -46,6 +47,36 @@ def test_onehot_conv_equals_the_dense_conv_and_its_kernel_gradient(method, k):
     assert np.abs(g_dense.numpy()).max() > 0
     assert _rel(g_lookup, g_dense) < 1e-12
 
+
+
+# ----------------------------------------------------------------------------- class_tables
+
+@pytest.mark.parametrize("dtype", [tf.float64, tf.float32, tf.float16])
+def test_clade_lookup_as_a_onehot_conv_equals_the_gathers_and_their_gradients(dtype):
+    """perf.clade_lookup: on a one-hot map the 1x1 conv picks each pixel's table rows bit for
+    bit as argmax + gather does (one nonzero product per output), in every float type, and
+    the tables' gradients agree to rounding (summed in another order)."""
+    rng = np.random.default_rng(5)
+    classes, widths = 6, (4, 3)
+    label = rng.integers(0, classes, (2, 7, 5))
+    onehot = tf.one_hot(label, classes, dtype=dtype)
+    tables = [tf.constant(rng.uniform(-2, 2, (classes, c)), dtype) for c in widths]
+    dys = [tf.constant(rng.standard_normal((2, 7, 5, c)), dtype) for c in widths]
+    results = {}
+    for method in ("gather", "onehot_conv"):
+        with tf.GradientTape() as tape:
+            tape.watch(tables)
+            rows = class_lookup(onehot, tables, method)
+            loss = sum(tf.reduce_sum(r * dy) for r, dy in zip(rows, dys))
+        results[method] = ([r.numpy() for r in rows],
+                           [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, tables)])
+    for t, r_gather, r_conv in zip(tables, *(results[m][0] for m in results)):
+        np.testing.assert_array_equal(r_gather, t.numpy()[label])  # the definition
+        np.testing.assert_array_equal(r_conv, r_gather)
+    if dtype == tf.float64:
+        for g_gather, g_conv in zip(*(results[m][1] for m in results)):
+            assert np.abs(g_gather).max() > 0
+            assert _rel(g_conv, g_gather) < 1e-12
 
 
 # ----------------------------------------------------------------------------- regions

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from spade_tf.config import FilterGradient, LabelConv, PerfConfig, Toggle, config_to_dict, load_config
+from spade_tf.config import CladeLookup, FilterGradient, LabelConv, PerfConfig, Toggle, config_to_dict, load_config
 from spade_tf.layers import SPADE
 from spade_tf.networks import build_networks, load_networks
 from spade_tf.perf import (ALL_ON, PLAIN, Device, LegacyPerfConfigWarning, current_device,
@@ -27,8 +27,10 @@ def test_auto_resolves_to_the_cpu_forms_on_a_cpu_and_the_plain_forms_on_a_gpu():
     assert current_device(["CPU", "GPU"], jit_compile=True) is Device.XLA
     cpu = resolve_perf(PerfConfig(), current_device(["CPU"]), onednn=False)
     # every form measured faster on CPU, swapped gradients without oneDNN; the TFLite-only
-    # affine inference norm stays off
-    assert cpu == dataclasses.replace(ALL_ON, affine_inference_norm=Toggle.OFF)
+    # affine inference norm stays off, and CLADE gathers (its 1x1 conv form lost on this CPU
+    # with many classes: docs/benchmarks/clade_lookup.md)
+    assert cpu == dataclasses.replace(ALL_ON, affine_inference_norm=Toggle.OFF,
+                                      clade_lookup=CladeLookup.GATHER)
     assert resolve_perf(PerfConfig(), Device.CPU, onednn=True).filter_gradient is FilterGradient.NATIVE
     gpu = resolve_perf(PerfConfig(), current_device(["CPU", "GPU"]))
     assert gpu == PLAIN

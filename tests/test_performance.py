@@ -32,7 +32,8 @@ def _run_generator(nets, seg, real_dy):
         loss = tf.reduce_sum(y * real_dy)
     grads = tape.gradient(loss, g.trainable_variables)
     state = [v.numpy() for v in g.non_trainable_variables]  # BN statistics, u, v after the step
-    return y.numpy(), g(seg, training=False).numpy(), [t.numpy() for t in grads], state
+    return (y.numpy(), g(seg, training=False).numpy(),
+            [tf.convert_to_tensor(t).numpy() for t in grads], state)
 
 
 def _compare_generators(config, variants, bound, float_dtype, grad_floor=1e-3, regions=False,
@@ -103,6 +104,15 @@ def test_every_generator_optimisation_is_exact_in_float64(float64):
     spectral-norm vectors, with each option alone and all together (tiny config: dontcare and
     instance-edge channels, 'normal' upsampling, learned shortcuts)."""
     _compare_generators(load_config("tiny"), VARIANTS, 1e-9, tf.float64)
+
+
+def test_clade_lookup_forms_are_exact_in_float64(float64):
+    """A CLADE generator with ICPE, instance edges and dontcare: the tables read by a 1x1 conv
+    of the one-hot map (perf.clade_lookup), alone and with every other option, give the plain
+    form's outputs, gradients and statistics."""
+    config = load_config("tiny", ["model.norm_mode=clade", "model.clade_positional=true"])
+    _compare_generators(config, {"onehot_conv": dataclasses.replace(PLAIN, clade_lookup="onehot_conv"),
+                                 "all on": ALL_ON}, 1e-9, tf.float64)
 
 
 REGION_VARIANTS = {

@@ -10,6 +10,7 @@ following ``spade_tf.perf.resolve_perf``.
 This package imports nothing from ``spade_tf`` but ``spade_tf.config`` (laid out like
 stylegan3's ``torch_utils/ops`` and SIGE's ``sige/nn``).
 
+- ``class_tables``: CLADE's per-class lookups as gathers or one 1x1 conv (``perf.clade_lookup``);
 - ``conv_gradients``: the swapped kernel gradient and the flipped input gradient
   (``perf.filter_gradient``);
 - ``norm_gradients``: the closed-form normalization and modulation gradients
