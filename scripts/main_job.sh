@@ -35,3 +35,5 @@ echo "checkpoints: $WORKDIR/checkpoints   TensorBoard: .venv/bin/tensorboard --l
 echo "export: $EXPORT/spade/$version (SavedModel), $EXPORT/spade/$version-tflite/ (TFLite), report $EXPORT/spade/$version-export.json"
 echo "held-out sheets: $WORKDIR/synthesized/savedmodel/sheet.png, $WORKDIR/synthesized/tflite_fp16/sheet.png"
 echo "evaluation: $WORKDIR/eval/report.html, $WORKDIR/eval/metrics.json"
+echo "paint label maps and watch this model draw them (then open http://127.0.0.1:8000/):"
+echo "  .venv/bin/spade-tf studio --model $EXPORT/spade/$version"

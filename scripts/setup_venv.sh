@@ -41,3 +41,22 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps "tensorflow-serving-api==2.21.0"
   echo "$WANT" > "$STAMP"
 fi
+
+# The studio's page tests drive a real headless Chromium: Debian's chromium and chromium-driver
+# (selenium itself comes with the test extra). Installed once, as root or with password-less
+# sudo; elsewhere those tests skip and say why. SPADE_TF_NO_BROWSER=1 skips this step.
+if [ "$PROFILE" = test ] && [ -z "${SPADE_TF_NO_BROWSER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+    echo "setup: installing chromium and chromium-driver (apt-get) for the studio's browser tests"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+           chromium chromium-driver >/dev/null; }; then
+      echo "setup: warning: apt-get could not install chromium; the studio's browser tests will skip" >&2
+    fi
+  else
+    echo "setup: no chromium-driver here and no root to apt-get it: the studio's browser tests" \
+         "will skip (install chromium and chromium-driver, or set SPADE_TF_CHROMIUM and" \
+         "SPADE_TF_CHROMEDRIVER)" >&2
+  fi
+fi

@@ -296,9 +296,46 @@ def cmd_request(args) -> int:
     return 0
 
 
+def cmd_studio(args) -> int:
+    from spade_tf.studio import start_studio
+    from spade_tf.studio.server import LOCAL_HOSTS
+
+    if args.port < 0 or args.port > 65535:
+        raise ValueError(f"--port {args.port}: must be 0..65535")
+    if args.max_body_mb <= 0:
+        raise ValueError(f"--max-body-mb {args.max_body_mb}: must be positive")
+    try:
+        server = start_studio(args.model, serving_url=args.serving_url, host=args.host,
+                              port=args.port, max_body=int(args.max_body_mb * 2**20))
+    except OSError as e:
+        if e.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
+            raise ValueError(f"--port {args.port}: already in use on {args.host}; pick "
+                             f"another (--port 0: any free one)") from None
+        raise
+    if args.host not in LOCAL_HOSTS:
+        print(f"spade-tf studio: warning: listening on {args.host}: the studio has no "
+              f"authentication; anyone who can reach this address can use the model",
+              file=sys.stderr)
+    b = server.backend
+    print(f"studio: {b.name} ({server.info['width']}x{server.info['height']}, "
+          f"{len(server.info['classes'])} classes) from {server.info['backend']}")
+    print(f"open {server.url}   (Ctrl+C stops it)", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("studio: stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 # the commands that build models (and import TensorFlow): --release-library-pages acts on them
 MODEL_COMMANDS = frozenset({"import-official", "train", "train-segmenter", "evaluate", "export",
-                            "synthesize"})
+                            "synthesize", "studio"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -494,6 +531,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", metavar="ANSWER_JSON", help="a REST answer to turn into PNGs")
     p.add_argument("--out", metavar="DIR", help="where decoded PNGs go (default .)")
     p.set_defaults(func=cmd_request)
+
+    p = sub.add_parser(
+        "studio", help="paint a label map in the browser and watch the model draw it",
+        description="Start a local web studio: paint a label map with brush, fill and\n"
+                    "rectangle tools in the model's palette, and see the generated image after\n"
+                    "each stroke. The page speaks TensorFlow Serving's REST format, so it also\n"
+                    "works in front of a Serving deployment (--serving-url). Details:\n"
+                    "docs/studio.md.",
+        epilog="examples:\n"
+               "  spade-tf studio --model export/models/spade/1\n"
+               "  spade-tf studio --model export/models/spade/1-tflite/spade_int8.tflite --port 8080\n"
+               "  spade-tf studio --model export/models/spade/1 "
+               "--serving-url http://localhost:8501/v1/models/spade",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", metavar="PATH",
+                   help="what synthesize accepts: a SavedModel version folder, a Serving model "
+                        "folder, a .tflite file or a training run folder. With --serving-url: "
+                        "the export deployed there (only its config is read: size, classes)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this machine only; the studio has "
+                        "no authentication)")
+    p.add_argument("--serving-url", metavar="URL",
+                   help="forward predictions to TensorFlow Serving's REST API, e.g. "
+                        "http://localhost:8501/v1/models/spade, instead of loading the model")
+    p.add_argument("--max-body-mb", type=float, default=16.0,
+                   help="largest request body accepted, in MB (default 16; 413 above)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_studio)
     return parser
 
 

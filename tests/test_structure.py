@@ -131,11 +131,15 @@ def test_setup_cfg_ships_every_package_and_its_data_files():
                if "__pycache__" not in p.parts}
     assert present <= listed, sorted(present - listed)
     data = cfg["options.package_data"]
-    for package in listed:
-        folder = REPO.joinpath(*package.split(".")) if package != "spade_tf.configs" else REPO / "configs"
-        files = [p for p in folder.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-                 and "__pycache__" not in p.parts]
-        patterns = [g.strip() for g in data.get(package, "").split(",") if g.strip()]
-        for f in files:
-            rel = f.relative_to(folder).as_posix()
+    folders = {package: REPO / "configs" if package == "spade_tf.configs"
+               else REPO.joinpath(*package.split(".")) for package in listed}
+    for folder in set(folders.values()):
+        for f in folder.rglob("*"):
+            if not f.is_file() or f.suffix in (".py", ".pyc") or "__pycache__" in f.parts:
+                continue
+            # the file belongs to the deepest package folder that holds it
+            package = max((p for p, d in folders.items() if d in f.parents),
+                          key=lambda p: len(folders[p].parts))
+            rel = f.relative_to(folders[package]).as_posix()
+            patterns = [g.strip() for g in data.get(package, "").split(",") if g.strip()]
             assert any(Path(rel).match(g) for g in patterns), (package, rel, patterns)

@@ -1,0 +1,602 @@
+"""The studio's HTTP server: the page, the model's description, and predictions in TensorFlow
+Serving's REST format, from a model loaded here (``LocalBackend``) or forwarded to a running
+TensorFlow Serving (``ServingBackend``).
+
+Endpoints:
+
+- ``GET /``, ``GET /static/<file>``: the page, from the package's ``static`` folder only;
+- ``GET /studio/info``: size, classes and colours, instance and VAE use, the examples;
+- ``GET /studio/example[?index=K]``: a label map (and instance map) of the validation split;
+- ``POST /studio/decode-label``: an uploaded label file (PNG of ids, palette PNG, or a map
+  colourised in the model's palette) as ids, checked with the export's messages;
+- ``POST /v1/models/<name>:predict``: exactly Serving's REST predict (row format; signatures
+  ``png``, ``style`` and ``serving_default``); errors as ``{"error": ...}`` with HTTP 400.
+
+The standard library's ``ThreadingHTTPServer`` serves each request on its own thread; a local
+model runs one request at a time behind a lock (a TFLite interpreter is not thread-safe, and two
+concurrent calls would only share the same cores). Request bodies above ``max_body`` bytes are
+refused with 413 before they are read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import re
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from spade_tf.config import Config
+from spade_tf.data.io import DataError
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 16 * 2**20  # a 1024x1024 style image as a JSON list is about 12 MB
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                  ".css": "text/css; charset=utf-8", ".png": "image/png",
+                  ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+_SERVING_URL = re.compile(r"^(https?://[^/]+)/v1/models/([^/:]+)(/versions/\d+|/labels/[^/:]+)?$")
+log = logging.getLogger("spade_tf.studio")
+
+
+class StudioError(ValueError):
+    """A request the studio cannot serve: HTTP ``status``, and a message saying what to fix."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------- what the page needs
+
+def model_info(config: Config, *, name: str, backend: str, has_style: bool,
+               class_names: list[str] | None = None) -> dict:
+    """The page's description of a model: size, classes (id, name, colour), dontcare, and
+    whether it takes instance maps and a latent (seed or style image)."""
+    from spade_tf.data.labels import class_names as preset_names
+    from spade_tf.data.labels import palette
+
+    m = config.model
+    h, w = m.output_hw
+    names = class_names or preset_names(config.data.dataset, m.num_classes)
+    colors = palette(config.data.dataset, m.num_classes)
+    classes = [{"id": i, "name": names[i], "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[i])}
+               for i in range(m.num_classes)]
+    if m.contain_dontcare:
+        classes.append({"id": 255, "name": "dontcare", "color": "#%02x%02x%02x" % tuple(
+            int(c) for c in colors[m.num_classes])})
+    return {"name": name, "backend": backend, "height": int(h), "width": int(w),
+            "dataset": str(config.data.dataset), "classes": classes,
+            "use_instance": bool(m.use_instance), "use_vae": bool(m.use_vae),
+            "has_style": bool(has_style),
+            "vae_note": "" if m.use_vae else
+            "this model has no style latent (model.use_vae: false): a label map has one image, "
+            "so there is no style upload and no new look"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def ids_payload(label, instance=None) -> dict:
+    """A label map (uint8 ids) and instance map (uint16, little-endian) as base64 bytes: the
+    form in which the studio's own endpoints hand maps to the page."""
+    label = np.asarray(label)
+    out = {"height": int(label.shape[0]), "width": int(label.shape[1]),
+           "label_b64": _b64(label.astype(np.uint8).tobytes()), "instance_b64": None}
+    if instance is not None:
+        out["instance_b64"] = _b64(np.asarray(instance).astype("<u2").tobytes())
+    return out
+
+
+class Checker:
+    """The export's input checks and messages (``Synthesizer.check``), for a config alone: a
+    ``--serving-url`` studio has no model here, but checks uploads the same way."""
+
+    def __init__(self, config: Config):
+        from spade_tf.synthesize import Synthesizer
+
+        h, w = config.model.output_hw
+        self.config = config
+        self.synth = Synthesizer("config", config, h, w, "config")
+
+    def check(self, label, instance=None, name="label"):
+        """(label, instance) batches of one, checked; an instance model's label map is checked
+        alone when no instance map comes with it (an upload: the page makes its own)."""
+        if instance is None and self.config.model.use_instance:
+            return self.synth.check(label[None], label[None], name)[0], None
+        return self.synth.check(label[None], None if instance is None else instance[None], name)
+
+
+def decode_label_file(data: bytes, config: Config, name: str = "uploaded label map") -> np.ndarray:
+    """An uploaded label file as int32 ids [H, W], checked (size, ids) with the export's messages.
+
+    Accepts what ``spade_tf.data.io.read_index_map`` reads (8- or 16-bit grayscale PNGs of ids,
+    palette PNGs, RGB with R = G = B), and maps colourised in the model's own palette
+    (``spade_tf.data.labels.colorize``): each colour becomes its class, and an unknown colour is
+    an error that names the pixel.
+    """
+    from PIL import Image
+
+    from spade_tf.data.io import read_index_map
+    from spade_tf.data.labels import palette
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise DataError(f"{name}: not an image PIL can read ({type(e).__name__}: {e})") from None
+    m = config.model
+    if img.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            colors = palette(config.data.dataset, m.num_classes).astype(np.int64)
+            ids = list(range(m.num_classes)) + ([255] if m.contain_dontcare else [])
+            keys = colors[:len(ids)] @ np.array([65536, 256, 1])
+            lookup = dict(zip(keys.tolist(), ids))
+            flat = rgb.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
+            uniq, inverse = np.unique(flat, return_inverse=True)
+            mapped = np.array([lookup.get(int(k), -1) for k in uniq])
+            label = mapped[inverse].reshape(rgb.shape[:2])
+            if (label < 0).any():
+                y, x = (int(v[0]) for v in np.nonzero(label < 0))
+                r, g, b = (int(v) for v in rgb[y, x])
+                raise DataError(f"{name}: pixel (x={x}, y={y}) has colour #{r:02x}{g:02x}{b:02x}, "
+                                f"which is not a class colour of this model's palette "
+                                f"({config.data.dataset}); upload a PNG of class ids or a map "
+                                f"colourised with this palette")
+            return Checker(config).check(label.astype(np.int32), name=name)[0][0]
+    label = read_index_map(io.BytesIO(data), name)
+    return Checker(config).check(label, name=name)[0][0]
+
+
+class Examples:
+    """Label maps of the validation split of the model's dataset, where it is readable."""
+
+    def __init__(self, config: Config):
+        self.config, self.count, self.note, self._source = config, 0, "", None
+        try:
+            from spade_tf.data.pipeline import make_source
+
+            self._source = make_source(config, "val", training=False)
+            self.count = int(self._source.count)
+            if not self.count:
+                self.note = f"the {config.data.dataset} validation split is empty"
+        except (OSError, ValueError, ImportError) as e:
+            self.note = f"the validation split is not readable here: {str(e)[:300]}"
+
+    def get(self, index: int) -> dict:
+        if not self.count:
+            raise StudioError(f"no examples: {self.note}", 404)
+        if not 0 <= index < self.count:
+            raise StudioError(f"example index {index} out of range: 0..{self.count - 1}", 404)
+        _, label, instance = self._source.load(index, np.random.default_rng(index))
+        use_inst = self.config.model.use_instance
+        return {**ids_payload(label, instance if use_inst else None), "index": index,
+                "count": self.count}
+
+
+# --------------------------------------------------------------------------- backends
+
+def _json_rows(rows, key, dtype, shape_tail, k):
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise StudioError(f"instances[{k}].{key}: not a rectangular array of numbers") from None
+    if arr.ndim != 2 + len(shape_tail) or tuple(arr.shape[2:]) != shape_tail:
+        raise StudioError(f"instances[{k}].{key}: expected shape [H, W{''.join(f', {d}' for d in shape_tail)}], "
+                          f"got {list(arr.shape)}")
+    return arr.astype(dtype)
+
+
+def _png_input(row: dict, key: str, k: int, sixteen_bit: bool) -> np.ndarray:
+    """One ``{"b64": ...}`` PNG input of the ``png`` signature, decoded as the export does."""
+    from PIL import Image
+
+    value = row.get(key)
+    if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
+        raise StudioError(f"instances[{k}].{key}: expected {{\"b64\": \"<base64 PNG bytes>\"}}")
+    try:
+        data = base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise StudioError(f"instances[{k}].{key}: invalid base64 ({e})") from None
+    if not data.startswith(PNG_MAGIC):
+        raise StudioError(f"{key}: not a PNG image (the bytes do not start with the PNG "
+                          f"signature); send the PNG file's bytes, base64-encoded in REST JSON "
+                          f"as {{\"b64\": ...}}")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:
+        raise StudioError(f"{key}: the PNG cannot be decoded ({type(e).__name__}: {e})") from None
+    modes = ("L", "I;16", "I;16B", "I;16L", "I") if sixteen_bit else ("L",)
+    if img.mode not in modes:
+        raise StudioError(f"{key}: must be a single-channel (grayscale) PNG of ids; got mode "
+                          f"{img.mode} (palette and RGB PNGs are not id maps; `spade-tf request` "
+                          f"converts them)")
+    return np.asarray(img).astype(np.int32)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def parse_predict(body: bytes) -> tuple[str, list]:
+    """Serving's REST predict body (row format) -> (signature name, instances)."""
+    try:
+        req = json.loads(body)
+    except ValueError as e:
+        raise StudioError(f"request body is not JSON: {e}") from None
+    if not isinstance(req, dict):
+        raise StudioError("request body must be a JSON object: {\"signature_name\": ..., "
+                          "\"instances\": [...]}")
+    if "inputs" in req and "instances" not in req:
+        raise StudioError("the studio takes Serving's row format (\"instances\"), not the "
+                          "columnar \"inputs\"")
+    rows = req.get("instances")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise StudioError("\"instances\" must be a non-empty list of objects, one per label map, "
+                          "e.g. [{\"label_png\": {\"b64\": ...}}]")
+    return str(req.get("signature_name", "serving_default")), rows
+
+
+class LocalBackend:
+    """Predictions from a model loaded in this process: anything ``spade-tf synthesize``
+    accepts (``spade_tf.synthesize.load_synthesizer``), run exactly as ``synthesize`` runs it.
+
+    The ``png`` signature's seeds become latents as the export's graph makes them
+    (``spade_tf.export.latent_from_seed``), so a seed gives the same image here as on Serving.
+    """
+
+    def __init__(self, synth, name: str | None = None):
+        self.synth = synth
+        self.config = synth.config
+        self.name = name or self.config.export.name
+        self.checker = Checker(self.config)
+        self._lock = threading.Lock()
+
+    @property
+    def kind(self) -> str:
+        return self.synth.kind
+
+    @property
+    def has_style(self) -> bool:
+        return self.synth.has_style
+
+    def info(self) -> dict:
+        names = None
+        metadata = getattr(getattr(self.synth, "runner", None), "metadata", None)
+        if metadata and metadata.get("class_names"):
+            names = list(metadata["class_names"])  # the names stored in the .tflite
+        return model_info(self.config, name=self.name, backend=f"{self.kind}: {self.synth.source}",
+                          has_style=self.has_style, class_names=names)
+
+    def _run(self, fn, *args):
+        with self._lock:
+            t0 = time.perf_counter()
+            out = fn(*args)
+            return out, time.perf_counter() - t0
+
+    def predict(self, body: bytes) -> tuple[int, dict, dict]:
+        """(HTTP status, JSON answer, extra headers) for a REST predict body."""
+        from spade_tf.export import latent_from_seed
+
+        sig, rows = parse_predict(body)
+        m = self.config.model
+        preds, model_s = [], 0.0
+        for k, row in enumerate(rows):
+            if sig == "png":
+                label = _png_input(row, "label_png", k, sixteen_bit=False)
+                inst = _png_input(row, "instance_png", k, sixteen_bit=True) if m.use_instance else None
+                z = None
+                if m.use_vae:
+                    seed = row.get("seed")
+                    if not isinstance(seed, int) or isinstance(seed, bool):
+                        raise StudioError(f"instances[{k}].seed: this model has a latent "
+                                          f"(use_vae); send an integer seed per label map")
+                    z = latent_from_seed(seed, m.z_dim)[None]
+                label, inst = self.synth.check(label[None], None if inst is None else inst[None],
+                                               "label_png")
+                image, dt = self._run(self.synth, label, inst, z, "label_png")
+                preds.append({"image_png_bytes": {"b64": _b64(_png_bytes(image[0]))}})
+            elif sig in ("style", "serving_default"):
+                if sig == "style" and not self.has_style:
+                    raise StudioError(f"signature \"style\": this {self.kind} has no style "
+                                      f"encoder (it needs a use_vae model's checkpoint or "
+                                      f"SavedModel)")
+                label = _json_rows(row.get("label"), "label", np.int32, (), k)
+                inst = (_json_rows(row.get("instance"), "instance", np.int32, (), k)
+                        if m.use_instance else None)
+                inst = None if inst is None else inst[None]
+                if sig == "style":
+                    style = _json_rows(row.get("style_image"), "style_image", np.uint8, (3,), k)
+                    image, dt = self._run(self.synth.style, label[None], inst, style[None], "label")
+                else:
+                    z = row.get("z")
+                    z = None if z is None else np.asarray(z, np.float32)[None]
+                    image, dt = self._run(self.synth, label[None], inst, z, "label")
+                preds.append({"image": image[0].tolist()})
+            else:
+                known = ["png", "serving_default"] + (["style"] if self.has_style else [])
+                raise StudioError(f"signature_name {sig!r}: this model serves "
+                                  f"{', '.join(map(repr, known))}")
+            model_s += dt
+        return 200, {"predictions": preds}, {"X-Studio-Model-Ms": f"{model_s * 1e3:.1f}"}
+
+
+class ServingBackend:
+    """Forwards predictions to a running TensorFlow Serving (its REST API sends no CORS headers,
+    so the page cannot call it directly). The model's description comes from ``config``, the
+    export's own (``assets/config.yaml``); its weights are not loaded here.
+
+    Args:
+        url: ``http://HOST:8501/v1/models/NAME`` (optionally ``/versions/V`` or ``/labels/L``).
+        config: the exported model's config.
+        timeout: seconds to wait for Serving's answer.
+    """
+
+    def __init__(self, url: str, config: Config, timeout: float = 120.0):
+        url = url.rstrip("/")
+        match = _SERVING_URL.match(url)
+        if not match:
+            raise ValueError(f"--serving-url {url!r}: expected http://HOST:8501/v1/models/NAME "
+                             f"(optionally /versions/V), TensorFlow Serving's REST address")
+        self.url, self.name, self.config, self.timeout = url, match.group(2), config, timeout
+        self.checker = Checker(config)
+        self.kind = "serving"
+        self.has_style = self._has_style()
+
+    def _has_style(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/metadata", timeout=10) as r:
+                meta = json.loads(r.read())
+            sigs = meta["metadata"]["signature_def"]["signature_def"]
+            return "style" in sigs
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("studio: cannot read %s/metadata; assuming the style signature is %s",
+                        self.url, "there" if self.config.model.use_vae else "absent")
+            return self.config.model.use_vae
+
+    def info(self) -> dict:
+        return model_info(self.config, name=self.name, backend=f"TensorFlow Serving: {self.url}",
+                          has_style=self.has_style)
+
+    def predict(self, body: bytes) -> tuple[int, dict, dict]:
+        req = urllib.request.Request(self.url + ":predict", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return r.status, json.loads(r.read()), {}
+        except urllib.error.HTTPError as e:
+            text = e.read().decode("utf-8", "replace")
+            try:
+                answer = json.loads(text)
+            except ValueError:
+                answer = {"error": f"TensorFlow Serving answered HTTP {e.code}: {text[:500]}"}
+            return e.code, answer, {}
+        except (OSError, ValueError) as e:
+            raise StudioError(f"cannot reach TensorFlow Serving at {self.url}: {e}", 502) from None
+
+
+# --------------------------------------------------------------------------- the server
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "StudioServer"
+    protocol_version = "HTTP/1.1"
+    server_version = "spade-tf-studio"
+    # TCP_NODELAY: the headers and the body go out as two writes; with Nagle's algorithm the
+    # second waits for the client's delayed ACK of the first, 40 ms on Linux (it was most of
+    # the studio's own time per stroke before this line)
+    disable_nagle_algorithm = True
+
+    def log_message(self, fmt, *args):  # the CLI's -v shows requests
+        log.info("%s %s", self.address_string(), fmt % args)
+
+    # -- responses
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj, headers: dict | None = None):
+        self._send(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _error(self, status: int, message: str):
+        self._json(status, {"error": message})
+
+    def _guard(self, fn):
+        try:
+            fn()
+        except StudioError as e:
+            self._error(e.status, str(e))
+        except (DataError, ValueError) as e:
+            self._error(400, str(e))
+        except Exception as e:  # a bug: say so in the page, keep the traceback in the log
+            log.error("studio: %s %s failed:\n%s", self.command, self.path, traceback.format_exc())
+            self._error(500, f"internal error ({type(e).__name__}: {e}); the server's log has "
+                             f"the traceback")
+
+    # -- routes
+    def do_GET(self):
+        self._guard(self._get)
+
+    def do_HEAD(self):
+        self._guard(self._get)
+
+    def do_POST(self):
+        self._guard(self._post)
+
+    def _path(self) -> tuple[str, dict]:
+        parts = urllib.parse.urlsplit(self.path)
+        return urllib.parse.unquote(parts.path), urllib.parse.parse_qs(parts.query)
+
+    def _get(self):
+        path, query = self._path()
+        srv = self.server
+        if path in ("/", "/index.html"):
+            return self._static("index.html")
+        if path.startswith("/static/"):
+            return self._static(path[len("/static/"):])
+        if path == "/studio/info":
+            return self._json(200, {**srv.info, "examples": srv.examples.count,
+                                    "examples_note": srv.examples.note,
+                                    "max_body_bytes": srv.max_body})
+        if path == "/studio/example":
+            raw = query.get("index", [None])[0]
+            if raw is None:
+                index = int(np.random.default_rng().integers(srv.examples.count or 1))
+            else:
+                try:
+                    index = int(raw)
+                except ValueError:
+                    raise StudioError(f"example index {raw!r} is not an integer") from None
+            return self._json(200, srv.examples.get(index))
+        if path in (f"/v1/models/{srv.backend.name}", f"/v1/models/{srv.backend.name}/metadata"):
+            return self._json(200, {"model_spec": {"name": srv.backend.name}, "studio": srv.info})
+        raise StudioError(f"no such page: {path}", 404)
+
+    def _static(self, rel: str):
+        root = STATIC
+        target = (root / rel).resolve()
+        # only files inside the package's static folder: "..", absolute paths and symlinks
+        # that lead elsewhere all resolve outside it
+        if "\x00" in rel or root not in target.parents or not target.is_file():
+            raise StudioError(f"no such page: /static/{rel}", 404)
+        ctype = _CONTENT_TYPES.get(target.suffix, "application/octet-stream")
+        self._send(200, target.read_bytes(), ctype)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise StudioError("chunked request bodies are not accepted; send Content-Length", 411)
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self.close_connection = True
+            raise StudioError("the request has no Content-Length", 411)
+        try:
+            n = int(raw)
+        except ValueError:
+            self.close_connection = True
+            raise StudioError(f"Content-Length {raw!r} is not a number") from None
+        if n < 0 or n > self.server.max_body:
+            # not read: the connection is closed after the answer
+            self.close_connection = True
+            raise StudioError(f"request body of {n} bytes is larger than the studio's limit of "
+                              f"{self.server.max_body} bytes (spade-tf studio --max-body-mb)", 413)
+        return self.rfile.read(n)
+
+    def _post(self):
+        path, _ = self._path()
+        srv = self.server
+        body = self._body()
+        if path == f"/v1/models/{srv.backend.name}:predict":
+            status, answer, headers = srv.backend.predict(body)
+            return self._json(status, answer, headers)
+        if path.startswith("/v1/models/") and path.endswith(":predict"):
+            raise StudioError(f"no model {path[len('/v1/models/'):-len(':predict')]!r} here; "
+                              f"this studio serves {srv.backend.name!r}", 404)
+        if path == "/studio/decode-label":
+            try:
+                data = base64.b64decode(json.loads(body)["file"]["b64"], validate=True)
+                filename = str(json.loads(body).get("name", "uploaded label map"))
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise StudioError("expected {\"name\": ..., \"file\": {\"b64\": ...}}") from None
+            label = decode_label_file(data, srv.backend.config, filename)
+            return self._json(200, ids_payload(label))
+        raise StudioError(f"no such endpoint: POST {path}", 404)
+
+
+class StudioServer(ThreadingHTTPServer):
+    """The studio on ``address``: ``serve_forever()`` runs it; ``url`` is its address.
+
+    Args:
+        address: (host, port); port 0 picks a free one.
+        backend: a ``LocalBackend`` or ``ServingBackend``.
+        max_body: the largest request body accepted, in bytes (413 above).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, backend, max_body: int = MAX_BODY_BYTES):
+        self.backend = backend
+        self.max_body = int(max_body)
+        self.info = backend.info()
+        self.examples = Examples(backend.config)
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/"
+
+
+def start_studio(model=None, *, serving_url: str | None = None, host: str = "127.0.0.1",
+                 port: int = 8000, max_body: int = MAX_BODY_BYTES) -> StudioServer:
+    """A bound ``StudioServer`` (not yet serving) for ``model`` (anything ``spade-tf synthesize``
+    accepts, or a loaded ``Synthesizer``), or, with ``serving_url``, for a TensorFlow Serving
+    deployment of the export at ``model`` (only its config is read)."""
+    from spade_tf.synthesize import Synthesizer, load_synthesizer
+
+    if serving_url:
+        if model is None:
+            raise ValueError("--serving-url needs --model too: the export deployed there (a "
+                             "SavedModel folder), for its size and classes; its weights are "
+                             "not loaded")
+        config = model.config if isinstance(model, Synthesizer) else _export_config(model)
+        backend = ServingBackend(serving_url, config)
+    else:
+        if model is None:
+            raise ValueError("give --model PATH (a SavedModel folder, a .tflite file or a "
+                             "training run folder) or --serving-url")
+        backend = LocalBackend(model if isinstance(model, Synthesizer) else load_synthesizer(model))
+    return StudioServer((host, port), backend, max_body)
+
+
+def _export_config(path) -> Config:
+    """The config of an export (SavedModel version or model folder, .tflite) or a run folder."""
+    from spade_tf.config import load_config
+    from spade_tf.export import (config_from_tflite_metadata, load_config_from_export,
+                                 read_tflite_metadata)
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".tflite":
+        meta = read_tflite_metadata(path)
+        if meta is None:
+            raise ValueError(f"{path}: no spade-tf metadata in this .tflite")
+        return config_from_tflite_metadata(meta)
+    if (path / "assets" / "config.yaml").is_file():
+        return load_config_from_export(path)
+    if (path / "config.yaml").is_file():
+        return load_config(path / "config.yaml")
+    versions = sorted((p for p in path.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)) \
+        if path.is_dir() else []
+    if versions:
+        return load_config_from_export(versions[-1])
+    raise FileNotFoundError(f"{path}: not an export or run folder (no assets/config.yaml, "
+                            f"config.yaml or integer version folders)")
