@@ -132,6 +132,29 @@ def tiny_nets(tiny_vae_config):
     return build_networks(tiny_vae_config, seed=3)
 
 
+# A tiny synthscapes model (instance maps, no dontcare, no VAE) that tests train for a few steps.
+TINY_SYNTHSCAPES = ["data.dataset=synthscapes", "model.num_classes=9", "model.contain_dontcare=false",
+                    "data.load_size=64", "train.batch_size=4", "model.base_filters=8"]
+
+
+def train_tiny_synthscapes(root, steps: int, overrides=()):
+    """Trains ``TINY_SYNTHSCAPES`` (plus ``overrides``) for ``steps`` steps from seed 0 and saves
+    it under ``root / "ckpt"``; returns (config, the GauGAN, the checkpoint folder)."""
+    import keras
+
+    from spade_tf.config import load_config
+    from spade_tf.data import build_dataset
+    from spade_tf.gan import GauGAN
+    from spade_tf.networks import save_networks
+
+    config = load_config("tiny", TINY_SYNTHSCAPES + list(overrides))
+    keras.utils.set_random_seed(0)
+    gan = GauGAN(config)
+    gan.compile()
+    gan.fit(build_dataset(config, "train", repeat=True), epochs=1, steps_per_epoch=steps, verbose=0)
+    return config, gan, save_networks(gan.networks, config, Path(root) / "ckpt")
+
+
 def run_python(code: str, timeout=600, env=None) -> subprocess.CompletedProcess:
     """Runs ``code`` in a fresh interpreter (own TF runtime) and returns the finished process."""
     full_env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))

@@ -14,35 +14,25 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import train_tiny_synthscapes
+
 REPO = Path(__file__).resolve().parents[1]
 # One xdist worker runs this whole file, and its fixtures are session-scoped (a worker may run
 # other files' tests in between, which would tear down module fixtures), so the
 # trained-and-exported model is built once.
 pytestmark = pytest.mark.xdist_group("export")
-OVERRIDES = ["data.dataset=synthscapes", "model.num_classes=9", "model.contain_dontcare=false",
-             "data.load_size=64", "data.synth_train_size=32", "data.synth_val_size=16",
-             "train.batch_size=4", "model.base_filters=8"]
+OVERRIDES = ["data.synth_train_size=32", "data.synth_val_size=16"]  # on TINY_SYNTHSCAPES
 TRAIN_STEPS = 40
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny synthscapes model trained briefly, saved, and exported with every TFLite variant."""
-    import keras
-
-    from spade_tf.config import load_config
     from spade_tf.data import build_dataset
     from spade_tf.export import export_generator
-    from spade_tf.gan import GauGAN
-    from spade_tf.networks import save_networks
 
-    config = load_config("tiny", OVERRIDES)
-    keras.utils.set_random_seed(0)
-    gan = GauGAN(config)
-    gan.compile()
-    gan.fit(build_dataset(config, "train", repeat=True), epochs=1, steps_per_epoch=TRAIN_STEPS, verbose=0)
     root = tmp_path_factory.mktemp("export")
-    ckpt = save_networks(gan.networks, config, root / "ckpt")
+    config, gan, ckpt = train_tiny_synthscapes(root, TRAIN_STEPS, OVERRIDES)
     val = [{k: v.numpy() for k, v in b.items()}
            for b in build_dataset(config, "val", batch_size=1, training=False).take(16)]
     parity = [{"label": b["label"], "instance": b["instance"]} for b in val]

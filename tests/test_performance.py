@@ -340,7 +340,7 @@ def test_benchmark_script_times_the_requested_number_of_runs(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(script), "--only", "forward", "--forward", "tiny",
-                    "--batches", "1", "--plain", "", "--ablation", "", "--real", "",
+                    "--batches", "1", "--plain", "", "--ablation", "", "--real", "", "--clade", "",
                     "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "b.md")],
                    check=True, capture_output=True, text=True, timeout=600)
     result = json.loads(out.read_text())

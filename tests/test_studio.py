@@ -20,32 +20,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import train_tiny_synthscapes
+
 pytestmark = pytest.mark.xdist_group("studio")
-OVERRIDES = ["data.dataset=synthscapes", "model.num_classes=9", "model.contain_dontcare=false",
-             "data.load_size=64", "data.synth_train_size=16", "data.synth_val_size=8",
-             "train.batch_size=4", "model.base_filters=8"]
+OVERRIDES = ["data.synth_train_size=16", "data.synth_val_size=8"]  # on TINY_SYNTHSCAPES
 TRAIN_STEPS = 10
 
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """A tiny synthscapes model (instance maps, no VAE), trained briefly and exported."""
-    import keras
-
-    from spade_tf.config import load_config
-    from spade_tf.data import build_dataset
     from spade_tf.export import export_generator
-    from spade_tf.gan import GauGAN
-    from spade_tf.networks import save_networks
 
-    config = load_config("tiny", OVERRIDES)
-    keras.utils.set_random_seed(0)
-    gan = GauGAN(config)
-    gan.compile()
-    gan.fit(build_dataset(config, "train", repeat=True), epochs=1, steps_per_epoch=TRAIN_STEPS,
-            verbose=0)
     root = tmp_path_factory.mktemp("studio")
-    ckpt = save_networks(gan.networks, config, root / "ckpt")
+    config, _, ckpt = train_tiny_synthscapes(root, TRAIN_STEPS, OVERRIDES)
     result = export_generator(ckpt, root / "models", tflite=(), progress=lambda s: None)
     return {"config": config, "version_dir": result.version_dir, "root": root}
 
@@ -321,6 +309,25 @@ def test_cli_studio_refuses_bad_arguments_in_one_line(exported):
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expect in lines[0], proc.stderr
+
+
+def test_cli_studio_prints_its_url_and_warns_when_it_listens_beyond_this_machine(exported):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "spade_tf", "studio", "--model",
+                             str(exported["version_dir"]), "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        url = lines[1].split()[1]
+        assert lines[1].startswith("open http://") and url.endswith("/"), lines
+        with urllib.request.urlopen(url + "studio/info", timeout=60) as r:
+            assert json.loads(r.read())["name"] == exported["config"].export.name
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "no authentication" in err and "0.0.0.0" in err, err
 
 
 # ----------------------------------------------------------------------------- in a browser
