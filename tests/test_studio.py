@@ -34,8 +34,9 @@ def exported(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("studio")
     config, _, ckpt = train_tiny_synthscapes(root, TRAIN_STEPS, OVERRIDES)
-    result = export_generator(ckpt, root / "models", tflite=(), progress=lambda s: None)
-    return {"config": config, "version_dir": result.version_dir, "root": root}
+    result = export_generator(ckpt, root / "models", tflite=("fp32",), progress=lambda s: None)
+    return {"config": config, "version_dir": result.version_dir, "root": root, "ckpt": ckpt,
+            "tflite": result.tflite["fp32"]}
 
 
 def _serve(server):
@@ -133,6 +134,27 @@ def test_predict_speaks_servings_png_body_and_matches_synthesize(studio, exporte
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     np.testing.assert_array_equal(image, _synthesize_cli(exported["version_dir"], label, inst, tmp_path))
     assert float(headers["X-Studio-Model-Ms"]) > 0
+
+
+@pytest.mark.parametrize("backend", ["ckpt", "tflite"])
+def test_checkpoints_and_tflite_files_are_served_as_synthesize_runs_them(exported, backend, tmp_path):
+    from spade_tf.studio import start_studio
+
+    server = _serve(start_studio(exported[backend], port=0))
+    try:
+        assert server.backend.kind == {"ckpt": "checkpoint", "tflite": "tflite"}[backend]
+        assert [c["name"] for c in server.info["classes"]][:3] == ["sky", "cloud", "mountain"]
+        label, inst = _example(exported["config"], 5)
+        body = {"signature_name": "png", "instances": [
+            {"label_png": {"b64": _label_png(label)}, "instance_png": {"b64": _instance_png(inst)}}]}
+        status, answer, _ = _post(server, f"/v1/models/{server.backend.name}:predict", body)
+        assert status == 200, answer
+        png = base64.b64decode(answer["predictions"][0]["image_png_bytes"]["b64"])
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")),
+                                      _synthesize_cli(exported[backend], label, inst, tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("case", ["out of range", "wrong size", "not a png", "rgb png", "no body"])
