@@ -117,8 +117,7 @@ def main() -> None:
         wait_idle(driver)
         _paint_scene(driver, info)
         with atomic_path(args.screenshot) as tmp:
-            driver.save_screenshot(str(tmp.with_suffix(".png")))
-            tmp.with_suffix(".png").replace(tmp)
+            tmp.write_bytes(driver.get_screenshot_as_png())
     finally:
         driver.quit()
         server.shutdown()

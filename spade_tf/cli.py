@@ -297,6 +297,8 @@ def cmd_request(args) -> int:
 
 
 def cmd_studio(args) -> int:
+    import errno
+
     from spade_tf.studio import start_studio
     from spade_tf.studio.server import LOCAL_HOSTS
 
@@ -308,7 +310,7 @@ def cmd_studio(args) -> int:
         server = start_studio(args.model, serving_url=args.serving_url, host=args.host,
                               port=args.port, max_body=int(args.max_body_mb * 2**20))
     except OSError as e:
-        if e.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
+        if e.errno == errno.EADDRINUSE:
             raise ValueError(f"--port {args.port}: already in use on {args.host}; pick "
                              f"another (--port 0: any free one)") from None
         raise

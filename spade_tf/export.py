@@ -40,12 +40,12 @@ import tensorflow as tf
 from spade_tf.config import CladeLookup, Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
 from spade_tf.perf import perf_scope
 from spade_tf.semantics import intra_class_offsets, to_semantics
+from spade_tf.serving_client import PNG_MAGIC, not_png_message
 from spade_tf.tf_internals import tflite_schema
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic_int8", "int8")
 DEFAULT_TFLITE = ("fp32", "fp16", "dynamic_int8")
 WARMUP_FILE = "tf_serving_warmup_requests"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Full int8 is offered only when it is this close to fp32 on the representative label maps
 # (the same bar as dynamic-range int8 in the export issue).
 INT8_MIN_PSNR_DB = 30.0
@@ -168,8 +168,7 @@ def _decode_pngs(strings, name, dtype, height, width):
     magic = tf.strings.substr(strings, 0, len(PNG_MAGIC))
     checks.append(tf.debugging.Assert(
         tf.reduce_all(tf.equal(magic, PNG_MAGIC)),
-        [f"{name}: not a PNG image (the bytes do not start with the PNG signature); send the "
-         f"PNG file's bytes, base64-encoded in REST JSON as {{\"b64\": ...}}"]))
+        [not_png_message(name)]))
     with tf.control_dependencies(checks):
         def one(s):
             img = tf.io.decode_png(s, channels=0, dtype=dtype)

@@ -22,6 +22,14 @@ from PIL import Image
 
 PNG_SIGNATURE = "png"
 OUTPUT = "image_png_bytes"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
+
+
+def not_png_message(name: str) -> str:
+    """What the ``png`` signature answers for an input that is not a PNG (the export's graph
+    and the studio both say it)."""
+    return (f"{name}: not a PNG image (the bytes do not start with the PNG signature); send the "
+            f"PNG file's bytes, base64-encoded in REST JSON as {{\"b64\": ...}}")
 
 
 def encode_label_png(label) -> bytes:

@@ -36,7 +36,14 @@ class Synthesizer:
         """Whether ``style`` works: a VAE model's encoder is here."""
         return False
 
-    def check(self, label, instance=None, name="label"):
+    @classmethod
+    def for_config(cls, config: Config, source: str = "config") -> "Synthesizer":
+        """The input checks of a model with ``config``, without the model (``check`` only)."""
+        h, w = config.model.output_hw
+        return cls("config", config, h, w, source)
+
+    def check_label(self, label, name="label") -> np.ndarray:
+        """int32 [N, H, W] label maps, checked (dtype, shape, this model's size, ids)."""
         label = np.asarray(label)
         if not np.issubdtype(label.dtype, np.integer):
             raise DataError(f"{name}: label maps must hold integer class ids, got dtype {label.dtype}")
@@ -53,6 +60,11 @@ class Synthesizer:
             raise DataError(f"{name}: label id(s) out of range: {bad[:10].tolist()}; allowed 0.."
                             f"{m.num_classes - 1}" + (f", {m.num_classes} or 255 (dontcare)"
                                                       if m.contain_dontcare else ""))
+        return label.astype(np.int32)
+
+    def check(self, label, instance=None, name="label"):
+        """(label, instance) batches, checked; the instance maps where the model takes them."""
+        label = self.check_label(label, name)
         if self.config.model.use_instance:
             if instance is None:
                 raise DataError(f"{name}: this model uses instance maps; give --instance")
@@ -60,7 +72,7 @@ class Synthesizer:
             if instance.shape != label.shape:
                 raise DataError(f"{name}: instance map shape {instance.shape} differs from the "
                                 f"label map's {label.shape}")
-        return label.astype(np.int32), (None if instance is None else np.asarray(instance, np.int32))
+        return label, (None if instance is None else np.asarray(instance, np.int32))
 
     def z(self, n: int, seed: int) -> np.ndarray | None:
         if not self.use_vae:
@@ -167,23 +179,49 @@ class _TFLiteSynth(Synthesizer):
         return self.runner(**feed)
 
 
-def load_synthesizer(path: str | os.PathLike) -> Synthesizer:
-    """A checkpoint folder (``config.yaml``), a SavedModel version folder (``saved_model.pb``), a
-    Serving model folder ``BASE/NAME`` (its highest version), or a ``.tflite`` file."""
+def model_kind(path: str | os.PathLike) -> tuple[str, Path]:
+    """(kind, path) of a model: ``tflite`` (a ``.tflite`` file), ``saved_model`` (a version
+    folder with ``saved_model.pb``, or a Serving model folder ``BASE/NAME``: its highest
+    version) or ``checkpoint`` (a folder with ``config.yaml``)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".tflite":
-        return _TFLiteSynth(path)
+        return "tflite", path
     if (path / "saved_model.pb").is_file():
-        return _SavedModelSynth(path)
+        return "saved_model", path
     if (path / "config.yaml").is_file():
-        return _CheckpointSynth(path)
+        return "checkpoint", path
     versions = sorted((p for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()),
                       key=lambda p: int(p.name)) if path.is_dir() else []
     if versions:
-        return _SavedModelSynth(versions[-1])
+        return "saved_model", versions[-1]
     raise FileNotFoundError(f"{path}: not a model: expected a checkpoint folder (config.yaml), a "
                             f"SavedModel folder (saved_model.pb), a Serving model folder with "
                             f"integer versions, or a .tflite file")
+
+
+def load_synthesizer(path: str | os.PathLike) -> Synthesizer:
+    """Any model that ``model_kind`` recognises, loaded."""
+    kind, path = model_kind(path)
+    return {"tflite": _TFLiteSynth, "saved_model": _SavedModelSynth,
+            "checkpoint": _CheckpointSynth}[kind](path)
+
+
+def load_model_config(path: str | os.PathLike) -> Config:
+    """The config of any model that ``model_kind`` recognises, without loading its weights."""
+    from spade_tf.config import load_config
+    from spade_tf.export import (config_from_tflite_metadata, load_config_from_export,
+                                 read_tflite_metadata)
+
+    kind, path = model_kind(path)
+    if kind == "tflite":
+        metadata = read_tflite_metadata(path)
+        if metadata is None:
+            raise ValueError(f"{path}: no spade-tf metadata in this .tflite (export it with "
+                             f"spade-tf export)")
+        return config_from_tflite_metadata(metadata)
+    if kind == "saved_model":
+        return load_config_from_export(path)
+    return load_config(path / "config.yaml")
 
 
 def _read_label_file(path: Path) -> np.ndarray:

@@ -220,6 +220,7 @@ def test_uploads_are_read_as_ids_or_palette_colours_and_checked(studio, exported
                      {"name": name, "file": {"b64": base64.b64encode(buf.getvalue()).decode()}})
 
     for image in (Image.fromarray(label.astype(np.uint8), mode="L"),
+                  Image.fromarray(np.stack([label.astype(np.uint8)] * 3, -1)),  # R = G = B: ids
                   Image.fromarray(colorize(label, config))):
         status, answer, _ = upload(image)
         assert status == 200, answer
@@ -245,7 +246,7 @@ def test_examples_come_from_the_validation_split(studio, exported):
     np.testing.assert_array_equal(got_inst, inst)
 
 
-def test_serving_url_forwards_the_same_body(studio, exported):
+def test_serving_url_forwards_the_same_body(studio, exported, caplog):
     """A second studio in front of the first one, which speaks Serving's REST API: the answer
     through --serving-url is the first one's, byte for byte, errors included."""
     from spade_tf.studio import start_studio
@@ -254,6 +255,8 @@ def test_serving_url_forwards_the_same_body(studio, exported):
                                 serving_url=studio.url + f"v1/models/{studio.backend.name}"))
     try:
         assert front.backend.kind == "serving" and front.info["classes"] == studio.info["classes"]
+        # the style signature's absence was read from the first one's Serving-shaped /metadata
+        assert not front.backend.has_style and "cannot read" not in caplog.text
         label, inst = _example(exported["config"], 2)
         body = {"signature_name": "png", "instances": [
             {"label_png": {"b64": _label_png(label)}, "instance_png": {"b64": _instance_png(inst)}}]}

@@ -36,13 +36,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from spade_tf.config import Config
-from spade_tf.data.io import DataError
+from spade_tf.data.io import DataError, read_index_map
+from spade_tf.data.labels import class_names as preset_names
+from spade_tf.data.labels import palette
+from spade_tf.serving_client import PNG_MAGIC, not_png_message
+from spade_tf.synthesize import Synthesizer, load_model_config, load_synthesizer
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 16 * 2**20  # a 1024x1024 style image as a JSON list is about 12 MB
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                   ".css": "text/css; charset=utf-8", ".png": "image/png",
@@ -65,18 +69,14 @@ def model_info(config: Config, *, name: str, backend: str, has_style: bool,
                class_names: list[str] | None = None) -> dict:
     """The page's description of a model: size, classes (id, name, colour), dontcare, and
     whether it takes instance maps and a latent (seed or style image)."""
-    from spade_tf.data.labels import class_names as preset_names
-    from spade_tf.data.labels import palette
-
     m = config.model
     h, w = m.output_hw
     names = class_names or preset_names(config.data.dataset, m.num_classes)
-    colors = palette(config.data.dataset, m.num_classes)
-    classes = [{"id": i, "name": names[i], "color": "#%02x%02x%02x" % tuple(int(c) for c in colors[i])}
-               for i in range(m.num_classes)]
+    colors = ["#%02x%02x%02x" % tuple(int(v) for v in c)
+              for c in palette(config.data.dataset, m.num_classes)]  # the last: dontcare
+    classes = [{"id": i, "name": names[i], "color": colors[i]} for i in range(m.num_classes)]
     if m.contain_dontcare:
-        classes.append({"id": 255, "name": "dontcare", "color": "#%02x%02x%02x" % tuple(
-            int(c) for c in colors[m.num_classes])})
+        classes.append({"id": 255, "name": "dontcare", "color": colors[m.num_classes]})
     return {"name": name, "backend": backend, "height": int(h), "width": int(w),
             "dataset": str(config.data.dataset), "classes": classes,
             "use_instance": bool(m.use_instance), "use_vae": bool(m.use_vae),
@@ -101,25 +101,6 @@ def ids_payload(label, instance=None) -> dict:
     return out
 
 
-class Checker:
-    """The export's input checks and messages (``Synthesizer.check``), for a config alone: a
-    ``--serving-url`` studio has no model here, but checks uploads the same way."""
-
-    def __init__(self, config: Config):
-        from spade_tf.synthesize import Synthesizer
-
-        h, w = config.model.output_hw
-        self.config = config
-        self.synth = Synthesizer("config", config, h, w, "config")
-
-    def check(self, label, instance=None, name="label"):
-        """(label, instance) batches of one, checked; an instance model's label map is checked
-        alone when no instance map comes with it (an upload: the page makes its own)."""
-        if instance is None and self.config.model.use_instance:
-            return self.synth.check(label[None], label[None], name)[0], None
-        return self.synth.check(label[None], None if instance is None else instance[None], name)
-
-
 def decode_label_file(data: bytes, config: Config, name: str = "uploaded label map") -> np.ndarray:
     """An uploaded label file as int32 ids [H, W], checked (size, ids) with the export's messages.
 
@@ -128,38 +109,35 @@ def decode_label_file(data: bytes, config: Config, name: str = "uploaded label m
     (``spade_tf.data.labels.colorize``): each colour becomes its class, and an unknown colour is
     an error that names the pixel.
     """
-    from PIL import Image
-
-    from spade_tf.data.io import read_index_map
-    from spade_tf.data.labels import palette
-
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as e:  # PIL raises many types for corrupt files
         raise DataError(f"{name}: not an image PIL can read ({type(e).__name__}: {e})") from None
     m = config.model
-    if img.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(img.convert("RGB"))
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            colors = palette(config.data.dataset, m.num_classes).astype(np.int64)
-            ids = list(range(m.num_classes)) + ([255] if m.contain_dontcare else [])
-            keys = colors[:len(ids)] @ np.array([65536, 256, 1])
-            lookup = dict(zip(keys.tolist(), ids))
-            flat = rgb.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
-            uniq, inverse = np.unique(flat, return_inverse=True)
-            mapped = np.array([lookup.get(int(k), -1) for k in uniq])
-            label = mapped[inverse].reshape(rgb.shape[:2])
-            if (label < 0).any():
-                y, x = (int(v[0]) for v in np.nonzero(label < 0))
-                r, g, b = (int(v) for v in rgb[y, x])
-                raise DataError(f"{name}: pixel (x={x}, y={y}) has colour #{r:02x}{g:02x}{b:02x}, "
-                                f"which is not a class colour of this model's palette "
-                                f"({config.data.dataset}); upload a PNG of class ids or a map "
-                                f"colourised with this palette")
-            return Checker(config).check(label.astype(np.int32), name=name)[0][0]
-    label = read_index_map(io.BytesIO(data), name)
-    return Checker(config).check(label, name=name)[0][0]
+    rgb = np.asarray(img.convert("RGB")) if img.mode in ("RGB", "RGBA") else None
+    gray = rgb is None or (np.array_equal(rgb[..., 0], rgb[..., 1])
+                           and np.array_equal(rgb[..., 0], rgb[..., 2]))
+    if not gray:  # colourised: each colour of the palette is its class
+        colors = palette(config.data.dataset, m.num_classes).astype(np.int64)
+        ids = list(range(m.num_classes)) + ([255] if m.contain_dontcare else [])
+        keys = colors[:len(ids)] @ np.array([65536, 256, 1])
+        lookup = dict(zip(keys.tolist(), ids))
+        flat = rgb.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
+        uniq, inverse = np.unique(flat, return_inverse=True)
+        mapped = np.array([lookup.get(int(k), -1) for k in uniq])
+        label = mapped[inverse].reshape(rgb.shape[:2])
+        if (label < 0).any():
+            y, x = (int(v[0]) for v in np.nonzero(label < 0))
+            r, g, b = (int(v) for v in rgb[y, x])
+            raise DataError(f"{name}: pixel (x={x}, y={y}) has colour #{r:02x}{g:02x}{b:02x}, "
+                            f"which is not a class colour of this model's palette "
+                            f"({config.data.dataset}); upload a PNG of class ids or a map "
+                            f"colourised with this palette")
+    else:
+        label = read_index_map(io.BytesIO(data), name)
+    # a --serving-url studio has no model here, but checks uploads as the export does
+    return Synthesizer.for_config(config).check_label(label[None], name)[0]
 
 
 class Examples:
@@ -203,8 +181,6 @@ def _json_rows(rows, key, dtype, shape_tail, k):
 
 def _png_input(row: dict, key: str, k: int, sixteen_bit: bool) -> np.ndarray:
     """One ``{"b64": ...}`` PNG input of the ``png`` signature, decoded as the export does."""
-    from PIL import Image
-
     value = row.get(key)
     if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
         raise StudioError(f"instances[{k}].{key}: expected {{\"b64\": \"<base64 PNG bytes>\"}}")
@@ -213,9 +189,7 @@ def _png_input(row: dict, key: str, k: int, sixteen_bit: bool) -> np.ndarray:
     except (binascii.Error, ValueError) as e:
         raise StudioError(f"instances[{k}].{key}: invalid base64 ({e})") from None
     if not data.startswith(PNG_MAGIC):
-        raise StudioError(f"{key}: not a PNG image (the bytes do not start with the PNG "
-                          f"signature); send the PNG file's bytes, base64-encoded in REST JSON "
-                          f"as {{\"b64\": ...}}")
+        raise StudioError(not_png_message(key))
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -230,8 +204,6 @@ def _png_input(row: dict, key: str, k: int, sixteen_bit: bool) -> np.ndarray:
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
@@ -268,7 +240,6 @@ class LocalBackend:
         self.synth = synth
         self.config = synth.config
         self.name = name or self.config.export.name
-        self.checker = Checker(self.config)
         self._lock = threading.Lock()
 
     @property
@@ -358,7 +329,6 @@ class ServingBackend:
             raise ValueError(f"--serving-url {url!r}: expected http://HOST:8501/v1/models/NAME "
                              f"(optionally /versions/V), TensorFlow Serving's REST address")
         self.url, self.name, self.config, self.timeout = url, match.group(2), config, timeout
-        self.checker = Checker(config)
         self.kind = "serving"
         self.has_style = self._has_style()
 
@@ -475,7 +445,13 @@ class _Handler(BaseHTTPRequestHandler):
                     raise StudioError(f"example index {raw!r} is not an integer") from None
             return self._json(200, srv.examples.get(index))
         if path in (f"/v1/models/{srv.backend.name}", f"/v1/models/{srv.backend.name}/metadata"):
-            return self._json(200, {"model_spec": {"name": srv.backend.name}, "studio": srv.info})
+            # Serving's shape (the signatures' names; their tensors are not described), so that
+            # a studio in front of this one reads it as it reads Serving's
+            sigs = ["png", "serving_default"] + (["style"] if srv.info["has_style"] else [])
+            return self._json(200, {"model_spec": {"name": srv.backend.name},
+                                    "metadata": {"signature_def": {"signature_def": {
+                                        s: {} for s in sigs}}},
+                                    "studio": srv.info})
         raise StudioError(f"no such page: {path}", 404)
 
     def _static(self, rel: str):
@@ -561,14 +537,12 @@ def start_studio(model=None, *, serving_url: str | None = None, host: str = "127
     """A bound ``StudioServer`` (not yet serving) for ``model`` (anything ``spade-tf synthesize``
     accepts, or a loaded ``Synthesizer``), or, with ``serving_url``, for a TensorFlow Serving
     deployment of the export at ``model`` (only its config is read)."""
-    from spade_tf.synthesize import Synthesizer, load_synthesizer
-
     if serving_url:
         if model is None:
             raise ValueError("--serving-url needs --model too: the export deployed there (a "
                              "SavedModel folder), for its size and classes; its weights are "
                              "not loaded")
-        config = model.config if isinstance(model, Synthesizer) else _export_config(model)
+        config = model.config if isinstance(model, Synthesizer) else load_model_config(model)
         backend = ServingBackend(serving_url, config)
     else:
         if model is None:
@@ -577,26 +551,3 @@ def start_studio(model=None, *, serving_url: str | None = None, host: str = "127
         backend = LocalBackend(model if isinstance(model, Synthesizer) else load_synthesizer(model))
     return StudioServer((host, port), backend, max_body)
 
-
-def _export_config(path) -> Config:
-    """The config of an export (SavedModel version or model folder, .tflite) or a run folder."""
-    from spade_tf.config import load_config
-    from spade_tf.export import (config_from_tflite_metadata, load_config_from_export,
-                                 read_tflite_metadata)
-
-    path = Path(path)
-    if path.is_file() and path.suffix == ".tflite":
-        meta = read_tflite_metadata(path)
-        if meta is None:
-            raise ValueError(f"{path}: no spade-tf metadata in this .tflite")
-        return config_from_tflite_metadata(meta)
-    if (path / "assets" / "config.yaml").is_file():
-        return load_config_from_export(path)
-    if (path / "config.yaml").is_file():
-        return load_config(path / "config.yaml")
-    versions = sorted((p for p in path.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)) \
-        if path.is_dir() else []
-    if versions:
-        return load_config_from_export(versions[-1])
-    raise FileNotFoundError(f"{path}: not an export or run folder (no assets/config.yaml, "
-                            f"config.yaml or integer version folders)")

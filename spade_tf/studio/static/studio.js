@@ -534,7 +534,6 @@
     else if (k === "n" && S.info.use_instance) { $("new-instance").checked = !$("new-instance").checked; S.newInstancePerStroke = $("new-instance").checked; }
     else if (event.key === "C" && event.shiftKey) clearTo();
     else if (event.key === "/") { event.preventDefault(); $("search").focus(); }
-    else return;
   }
 
   function clearTo() {
