@@ -55,6 +55,19 @@ class GeneratorKind(StrEnum):
     # label map down to the latent size, then the same residual decoder with SPADE replaced by
     # the same parameter-free norm plus a learned per-channel affine (no label map after the input).
     BASELINE = "baseline"
+    # Sushko, Schonfeld et al., "You Only Need Adversarial Supervision for Semantic Image
+    # Synthesis" (ICLR 2021; boschresearch/OASIS): 3D noise into every SPADE layer, a U-Net
+    # segmenter D with N+1 classes, class-balanced N+1 cross-entropy and LabelMix. Choosing it
+    # chooses the OASIS family: its D, its losses and its label layout (dontcare = channel 0).
+    OASIS = "oasis"
+
+
+class Family(StrEnum):
+    """The network family a config describes (derived from ``model.generator``): which G, D and
+    losses the one training step uses."""
+
+    SPADE = "spade"  # NVlabs/SPADE and tzt101/CLADE: multiscale PatchGAN D, hinge + feature matching
+    OASIS = "oasis"  # boschresearch/OASIS: U-Net segmenter D, N+1 cross-entropy, LabelMix
 
 
 class NormMode(StrEnum):
@@ -199,7 +212,10 @@ class ModelConfig:
     """The networks (generator, discriminator, encoder)."""
 
     num_classes: int = 182  # --label_nc: number of class ids in the label maps
-    contain_dontcare: bool = False  # --contain_dontcare_label: id 255 gets its own channel (index num_classes)
+    # --contain_dontcare_label. SPADE: id 255 gets its own channel (index num_classes). OASIS
+    # (dontcare is always channel 0): the data's id 0 is its dontcare class (ADE20K, Cityscapes);
+    # false: ids 0.. are all classes and move up by one (COCO-Stuff, synthscapes)
+    contain_dontcare: bool = False
     use_instance: bool = True  # not --no_instance: append the instance-edge channel
     crop_size: int = 256  # --crop_size: output width
     aspect_ratio: float = 1.0  # --aspect_ratio: width / height of the output
@@ -224,6 +240,9 @@ class ModelConfig:
     z_dim: int = 256  # --z_dim: latent size (the reference's encoder hard-codes 256)
     init_type: InitType = InitType.XAVIER  # --init_type
     init_gain: float = 0.02  # --init_variance: the gain of the init
+    # OASIS only (model.generator: oasis):
+    noise_3d: bool = True  # not --no_3dnoise: z_dim noise channels before the one-hot, into fc and every SPADE
+    num_res_blocks: int = 6  # --num_res_blocks: residual blocks of G and of each half of the U-Net D
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "model")
@@ -236,7 +255,8 @@ class ModelConfig:
         _require(self.spade_kernel_size >= 1 and self.spade_kernel_size % 2 == 1,
                  "model.spade_kernel_size", self.spade_kernel_size, "must be odd and >= 1")
         n_up = UPSAMPLING_LAYERS[self.num_upsampling_layers]
-        _require(self.crop_size // 2**n_up >= 1, "model.crop_size", self.crop_size,
+        _require(self.generator is GeneratorKind.OASIS or self.crop_size // 2**n_up >= 1,
+                 "model.crop_size", self.crop_size,
                  f"is too small for num_upsampling_layers={self.num_upsampling_layers.value!r}: "
                  f"it must be at least {2**n_up}")
         _require(self.latent_hw[0] >= 1, "model.aspect_ratio", self.aspect_ratio,
@@ -247,24 +267,49 @@ class ModelConfig:
         _require(not self.clade_positional or self.norm_mode is NormMode.CLADE,
                  "model.clade_positional", self.clade_positional,
                  "needs model.norm_mode='clade' (ICPE is part of CLADE)")
+        if self.generator is GeneratorKind.OASIS:
+            _require(2 <= self.num_res_blocks <= 6, "model.num_res_blocks", self.num_res_blocks,
+                     "must be 2..6 (the OASIS U-Net discriminator has 6 widths)")
+            _require(not self.use_vae, "model.use_vae", self.use_vae,
+                     "cannot be combined with model.generator='oasis' (OASIS has no encoder: "
+                     "its 3D noise gives the variety)")
+            _require(self.crop_size // 2 ** (self.num_res_blocks - 1) >= 1, "model.crop_size",
+                     self.crop_size, f"is too small for num_res_blocks={self.num_res_blocks}")
         if self.num_upsampling_layers is Upsampling.MOST:
             _require(self.base_filters >= 2, "model.base_filters", self.base_filters,
                      "must be >= 2 with num_upsampling_layers='most' (its last block has ngf//2 filters)")
 
     @property
+    def family(self) -> Family:
+        """Which family of networks and losses (``model.generator`` decides)."""
+        return Family.OASIS if self.generator is GeneratorKind.OASIS else Family.SPADE
+
+    @property
     def semantic_channels(self) -> int:
         """``semantic_nc``: one-hot classes + dontcare channel + instance-edge channel."""
-        return self.num_classes + int(self.contain_dontcare) + int(self.use_instance)
+        return self.num_label_channels + int(self.use_instance)
 
     @property
     def num_label_channels(self) -> int:
-        """One-hot channels, the dontcare channel included."""
+        """One-hot channels, the dontcare channel included. OASIS always has a dontcare channel
+        (channel 0, see ``spade_tf.semantics.to_semantics``): num_classes + 1."""
+        if self.family is Family.OASIS:
+            return self.num_classes + 1
         return self.num_classes + int(self.contain_dontcare)
 
     @property
+    def num_doublings(self) -> int:
+        """2x upsamplings from the latent map to the output: 5/6/7 for SPADE's
+        ``num_upsampling_layers``, ``num_res_blocks - 1`` for OASIS."""
+        if self.family is Family.OASIS:
+            return self.num_res_blocks - 1
+        return UPSAMPLING_LAYERS[self.num_upsampling_layers]
+
+    @property
     def latent_hw(self) -> tuple[int, int]:
-        """(sh, sw) of the generator's first feature map (spec §3)."""
-        sw = self.crop_size // 2 ** UPSAMPLING_LAYERS[self.num_upsampling_layers]
+        """(sh, sw) of the generator's first feature map (spec §3; OASIS'
+        ``compute_latent_vector_size`` is the same arithmetic with its own doublings)."""
+        sw = self.crop_size // 2 ** self.num_doublings
         sh = round(sw / self.aspect_ratio)  # Python's round, as in the reference (banker's on .5)
         return sh, sw
 
@@ -272,7 +317,7 @@ class ModelConfig:
     def output_hw(self) -> tuple[int, int]:
         """(H, W) of the generated image."""
         sh, sw = self.latent_hw
-        f = 2 ** UPSAMPLING_LAYERS[self.num_upsampling_layers]
+        f = 2 ** self.num_doublings
         return sh * f, sw * f
 
 
@@ -288,10 +333,14 @@ class LossConfig:
     # Path to VGG19 weights for the perceptual loss. The reference downloads torchvision's ImageNet
     # weights; we never download, so without a file the VGG term is off (and the log says so).
     vgg_weights: Optional[str] = None
+    # OASIS only:
+    class_balancing: bool = True  # not --no_balancing_inloss: per-batch class weights in the N+1 loss
+    labelmix: bool = True  # not --no_labelmix: the LabelMix consistency term in D's loss
+    lambda_labelmix: float = 10.0  # --lambda_labelmix (OASIS' Cityscapes mode: 5)
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "loss")
-        for name in ("lambda_feat", "lambda_vgg", "lambda_kld"):
+        for name in ("lambda_feat", "lambda_vgg", "lambda_kld", "lambda_labelmix"):
             _require(getattr(self, name) >= 0, f"loss.{name}", getattr(self, name), "must be >= 0")
 
 
@@ -333,6 +382,12 @@ class TrainConfig:
     ttur: bool = True  # not --no_TTUR: G lr/2, D 2*lr, Adam betas (0, 0.9)
     beta1: float = 0.5  # --beta1, used only with ttur off
     beta2: float = 0.999  # --beta2, used only with ttur off
+    lr_g: Optional[float] = None  # OASIS' --lr_g: G's own learning rate (overrides lr and ttur's lr/2)
+    lr_d: Optional[float] = None  # OASIS' --lr_d: D's own learning rate (overrides lr and ttur's 2*lr)
+    # exponential moving average of G's weights (OASIS' --EMA_decay; 0 = off): kept beside G,
+    # checkpointed, and what export, synthesize, evaluate and the studio use when present
+    ema_decay: float = 0.0
+    ema_stat_batches: int = 50  # training batches that refresh the averaged G's BN statistics
     niter: int = 50  # --niter: epochs at constant lr
     niter_decay: int = 0  # --niter_decay: epochs of linear decay to 0 after niter
     d_steps_per_g: int = 1  # --D_steps_per_G
@@ -354,6 +409,13 @@ class TrainConfig:
         for name in ("batch_size", "d_steps_per_g"):
             _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
         _require(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        for name in ("lr_g", "lr_d"):
+            v = getattr(self, name)
+            _require(v is None or v > 0, f"train.{name}", v, "must be > 0 (or null)")
+        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", self.ema_decay,
+                 "must be in [0, 1) (0 = no averaged generator)")
+        _require(self.ema_stat_batches >= 0, "train.ema_stat_batches", self.ema_stat_batches,
+                 "must be >= 0")
         _require(self.niter >= 0 and self.niter_decay >= 0, "train.niter/niter_decay",
                  (self.niter, self.niter_decay), "must be >= 0")
 

@@ -20,13 +20,16 @@ import numpy as np
 
 from spade_tf.config import Config, merge_into
 from spade_tf.layers import SpectralConv2D, TorchBatchNorm, TorchConv2D
+from spade_tf.models.oasis import OASISDiscriminator, OASISGenerator
 from spade_tf.networks import SPADENetworks, build_networks, save_networks
 from spade_tf.weights import read_state_dict, read_torch_state_dict  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
 CONV, DENSE, VEC, TABLE = "conv", "dense", "vec", "table"
-NET_KEYS = {"netG": "generator", "netD": "discriminator", "netE": "encoder"}
+# netEMA: OASIS' moving average of G (its best_net_EMA.pth / latest_net_EMA.pth)
+NET_KEYS = {"netG": "generator", "netD": "discriminator", "netE": "encoder",
+            "netEMA": "ema_generator"}
 
 
 class OfficialCheckpointError(ValueError):
@@ -75,8 +78,9 @@ def _optional_keys(entries: list[Entry]) -> set[str]:
             for e in entries if e.key.endswith(".running_mean")}
 
 
-def _spade(prefix: str, spade) -> Iterator[Entry]:
-    yield from _norm(f"{prefix}.param_free_norm", spade.param_free_norm)
+def _spade(prefix: str, spade, norm_name="param_free_norm") -> Iterator[Entry]:
+    # OASIS' SPADE calls its parameter-free norm first_norm
+    yield from _norm(f"{prefix}.{norm_name}", spade.param_free_norm)
     yield from _conv(f"{prefix}.mlp_shared.0", spade.mlp_shared)
     yield from _conv(f"{prefix}.mlp_gamma", spade.mlp_gamma)
     yield from _conv(f"{prefix}.mlp_beta", spade.mlp_beta)
@@ -95,26 +99,48 @@ def _clade(prefix: str, norm) -> Iterator[Entry]:
             yield Entry(f"{prefix}.class_specified_affine.{name}.bias", conv.bias, VEC)
     if norm.use_instance:
         yield from _conv(f"{prefix}.inst_conv", norm.inst_conv)
+    if norm.noise_channels:  # OASIS with CLADE (ours; no official counterpart)
+        yield from _conv(f"{prefix}.noise_conv", norm.noise_conv)
 
 
-def _resblock(prefix: str, block) -> Iterator[Entry]:
+def _resblock(prefix: str, block, spade_norm_name="param_free_norm") -> Iterator[Entry]:
     yield from _conv(f"{prefix}.conv_0", block.conv_0)
     yield from _conv(f"{prefix}.conv_1", block.conv_1)
     if block.learned_shortcut:
         yield from _conv(f"{prefix}.conv_s", block.conv_s)
-    norm = _clade if block.modulation == "clade" else _spade
-    yield from norm(f"{prefix}.norm_0", block.norm_0)
-    yield from norm(f"{prefix}.norm_1", block.norm_1)
-    if block.learned_shortcut:
-        yield from norm(f"{prefix}.norm_s", block.norm_s)
+    for name in ("norm_0", "norm_1") + (("norm_s",) if block.learned_shortcut else ()):
+        if block.modulation == "clade":
+            yield from _clade(f"{prefix}.{name}", getattr(block, name))
+        else:
+            yield from _spade(f"{prefix}.{name}", getattr(block, name), spade_norm_name)
 
 
 def generator_entries(g) -> list[Entry]:
+    if isinstance(g, OASISGenerator):
+        # boschresearch/OASIS: fc, body.0 ... body.5, conv_img
+        out = list(_conv("fc", g.fc))
+        for i, block in enumerate(g.blocks):
+            out += _resblock(f"body.{i}", block, "first_norm")
+        return out + list(_conv("conv_img", g.conv_img))
     out = list(_dense("fc", g.fc) if g.use_vae else _conv("fc", g.fc))
     for block in g.blocks:
         out += _resblock(block.name, block)
     out += _conv("conv_img", g.conv_img)
     return out
+
+
+def _oasis_discriminator_entries(d) -> list[Entry]:
+    # residual_block_D's nn.Sequential indices: conv1 is [conv] in the first block, [LReLU,
+    # conv] going down, [LReLU, Upsample, conv] going up; conv2 is [LReLU, conv]
+    out: list[Entry] = []
+    for part, blocks in (("body_down", d.down_blocks), ("body_up", d.up_blocks)):
+        for i, blk in enumerate(blocks):
+            j = 0 if blk.first else (2 if blk.direction == "up" else 1)
+            out += _conv(f"{part}.{i}.conv1.{j}", blk.conv1)
+            out += _conv(f"{part}.{i}.conv2.1", blk.conv2)
+            if blk.learned_shortcut:
+                out += _conv(f"{part}.{i}.conv_s", blk.conv_s)
+    return out + list(_conv("layer_up_last", d.layer_up_last))
 
 
 def _conv_norm(prefix: str, conv, norm) -> Iterator[Entry]:
@@ -127,6 +153,8 @@ def _conv_norm(prefix: str, conv, norm) -> Iterator[Entry]:
 
 
 def discriminator_entries(d) -> list[Entry]:
+    if isinstance(d, OASISDiscriminator):
+        return _oasis_discriminator_entries(d)
     out: list[Entry] = []
     for i, sub in enumerate(d.discriminators):
         last = len(sub.convs) - 1
@@ -146,7 +174,7 @@ def encoder_entries(e) -> list[Entry]:
 
 
 _ENTRIES = {"generator": generator_entries, "discriminator": discriminator_entries,
-            "encoder": encoder_entries}
+            "encoder": encoder_entries, "ema_generator": generator_entries}
 
 
 def _to_ours(kind: str, value: np.ndarray) -> np.ndarray:
@@ -205,9 +233,10 @@ def _hint(mismatched) -> str:
 
 
 def from_official(state: Mapping[str, Mapping[str, np.ndarray]], config: Config) -> SPADENetworks:
-    """Builds our networks from an official state (``{"netG": {...}, "netD": ..., "netE": ...}``).
+    """Builds our networks from an official state (``{"netG": {...}, "netD": ..., "netE": ...}``,
+    and OASIS' ``"netEMA"``, its averaged generator, as ``.ema_generator``).
 
-    Any subset of the three nets may be given; the others are ``None`` in the result. A missing
+    Any subset of the nets may be given; the others are ``None`` in the result. A missing
     or unexpected key, or a shape mismatch, raises ``OfficialCheckpointError`` listing every
     offending key (of all nets) before anything is returned.
     """
@@ -219,7 +248,7 @@ def from_official(state: Mapping[str, Mapping[str, np.ndarray]], config: Config)
         raise OfficialCheckpointError("an encoder (netE) was given but the config has "
                                       "model.use_vae=false (the official option --use_vae)")
     nets = build_networks(config, generator="netG" in state, discriminator="netD" in state,
-                          encoder="netE" in state)
+                          encoder="netE" in state, ema="netEMA" in state)
     problems: list[str] = []
     assignments = []
     mismatched_all = []
@@ -375,13 +404,104 @@ _IGNORED = {
 }
 
 
+# boschresearch/OASIS config.py option -> (section, field, converter)
+_OASIS_DIRECT = {
+    "label_nc": ("model", "num_classes", int),
+    "contain_dontcare_label": ("model", "contain_dontcare", _as_bool),
+    "crop_size": ("model", "crop_size", int),
+    "aspect_ratio": ("model", "aspect_ratio", float),
+    "channels_G": ("model", "base_filters", int),
+    # the official D ignores --channels_D (its widths are 64's); ours reads it as the width k
+    "channels_D": ("model", "disc_filters", int),
+    "z_dim": ("model", "z_dim", int),
+    "no_3dnoise": ("model", "noise_3d", lambda v: not _as_bool(v)),
+    "num_res_blocks": ("model", "num_res_blocks", int),
+    "spade_ks": ("model", "spade_kernel_size", int),
+    "param_free_norm": ("model", "spade_norm",
+                        lambda v: {"syncbatch": "sync_batch"}.get(str(v), str(v))),
+    "no_balancing_inloss": ("loss", "class_balancing", lambda v: not _as_bool(v)),
+    "no_labelmix": ("loss", "labelmix", lambda v: not _as_bool(v)),
+    "lambda_labelmix": ("loss", "lambda_labelmix", float),
+    "lambda_vgg": ("loss", "lambda_vgg", float),
+    "dataset_mode": ("data", "dataset", lambda v: _DATASETS.get(str(v), str(v))),
+    "dataroot": ("data", "root", str),
+    "load_size": ("data", "load_size", int),
+    "no_flip": ("data", "flip", lambda v: not _as_bool(v)),
+    "batch_size": ("train", "batch_size", int),
+    "lr_g": ("train", "lr_g", float),
+    "lr_d": ("train", "lr_d", float),
+    "beta1": ("train", "beta1", float),
+    "beta2": ("train", "beta2", float),
+    "num_epochs": ("train", "niter", int),
+    "seed": ("train", "seed", int),
+}
+_OASIS_IGNORED = {
+    "semantic_nc", "name", "gpu_ids", "checkpoints_dir", "phase", "freq_print", "freq_save_ckpt",
+    "freq_save_latest", "freq_smooth_loss", "freq_save_loss", "freq_fid", "continue_train",
+    "which_iter", "loaded_latest_iter", "num_workers", "results_dir", "ckpt_iter",
+    "cache_filelist_read", "cache_filelist_write",
+}
+
+
+def is_oasis_options(options: Mapping[str, Any]) -> bool:
+    """Whether an option dict is boschresearch/OASIS' (its ``config.py``) rather than SPADE's."""
+    return any(k in options for k in ("channels_G", "no_3dnoise", "lambda_labelmix", "EMA_decay"))
+
+
+def _config_from_oasis(options: Mapping[str, Any], base: Config | None) -> Config:
+    """OASIS' options: always 3D noise into SPADE, the U-Net D, Adam with OASIS' betas and its
+    own lr_g / lr_d (no TTUR), no instance maps; ``no_EMA`` / ``EMA_decay`` give
+    ``train.ema_decay``; ``add_vgg_loss`` off gives ``lambda_vgg`` 0."""
+    updates: dict[str, dict[str, Any]] = {
+        "model": {"generator": "oasis", "use_instance": False, "use_vae": False},
+        "train": {"ttur": False, "niter_decay": 0}}
+    unknown = []
+    for name, value in options.items():
+        if name in _OASIS_DIRECT:
+            section, field, convert = _OASIS_DIRECT[name]
+            if value is None or (section == "data" and str(value) in ("", "None")):
+                continue
+            try:
+                updates.setdefault(section, {})[field] = convert(value)
+            except ValueError as e:
+                raise ValueError(f"official option {name}={value!r}: {e}") from None
+        elif name == "no_spectral_norm":
+            spectral = not _as_bool(value)
+            updates["model"].update(generator_spectral=spectral, disc_spectral=spectral)
+        elif name not in _OASIS_IGNORED and name not in ("EMA_decay", "no_EMA", "add_vgg_loss"):
+            unknown.append(name)
+    if str(options.get("dataset_mode", "")) == "coco":
+        # OASIS' COCO-Stuff loader adds 1 to every id (255 wraps to 0, its dontcare): our
+        # OASIS layout does that shift for contain_dontcare=false (spade_tf.semantics)
+        updates["model"]["contain_dontcare"] = False
+    if _as_bool(options.get("no_EMA", False)):
+        updates["train"]["ema_decay"] = 0.0
+    elif "EMA_decay" in options:
+        updates["train"]["ema_decay"] = float(options["EMA_decay"])
+    if "add_vgg_loss" in options and not _as_bool(options["add_vgg_loss"]):
+        updates.setdefault("loss", {})["lambda_vgg"] = 0.0
+    if unknown:
+        log.info("OASIS options not used by spade-tf: %s", ", ".join(sorted(unknown)))
+    config = merge_into(base or Config(), updates, where="OASIS options")
+    if "semantic_nc" in options:
+        want = int(options["semantic_nc"])
+        if want != config.model.semantic_channels:
+            raise ValueError(f"OASIS options: semantic_nc={want}, but label_nc and "
+                             f"contain_dontcare_label give {config.model.semantic_channels}")
+    return config
+
+
 def config_from_official(options: Mapping[str, Any], base: Config | None = None) -> Config:
     """Maps official option names (``opt.txt``, fixtures' ``meta["opt"]``) to a ``Config``.
 
     Values may be typed or strings (as read from ``opt.txt``). Options that do not affect what
     we model (paths, logging, devices) are ignored; options we do not know are logged. A given
-    ``semantic_nc`` is checked against the one the mapped options imply.
+    ``semantic_nc`` is checked against the one the mapped options imply. boschresearch/OASIS'
+    options (``channels_G``, ``z_dim``, ``no_3dnoise``, ``lambda_labelmix``, ``EMA_decay``,
+    ``no_EMA``, ...; its ``config.py`` names) give an OASIS config.
     """
+    if is_oasis_options(options):
+        return _config_from_oasis(options, base)
     updates: dict[str, dict[str, Any]] = {}
     unknown = []
     for name, value in options.items():

@@ -835,6 +835,10 @@ class ClassAdaptiveNorm(keras.layers.Layer):
             one for dontcare).
         use_instance: the label map ends with an instance-edge channel (not ``--no_instance``).
         positional: ICPE (``--add_dist``): takes ``positional`` at call time.
+        noise_channels: (OASIS with CLADE) the label map starts with this many noise channels
+            (OASIS' 3D noise, before the one-hot); a 1x1 conv of them (``noise_conv``, zeros
+            at first) is added to beta, so that the noise modulates every layer per pixel as
+            it does through OASIS' SPADE convs. Our design: no reference combines the two.
         init_type: ``--init_type`` for ``inst_conv``.
         init_gain: ``--init_variance``.
         perf: how the norm computes (see ``TorchBatchNorm``) and how the tables are read
@@ -853,13 +857,15 @@ class ClassAdaptiveNorm(keras.layers.Layer):
     """
 
     def __init__(self, norm_type="sync_batch", onehot_channels=1, use_instance=False,
-                 positional=False, init_type="xavier", init_gain=0.02, perf=None, **kwargs):
+                 positional=False, init_type="xavier", init_gain=0.02, noise_channels=0,
+                 perf=None, **kwargs):
         pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.norm_type = str(SpadeNorm.parse(norm_type, "norm_type"))
         self.onehot_channels = int(onehot_channels)
         self.use_instance = bool(use_instance)
         self.positional = bool(positional)
+        self.noise_channels = int(noise_channels)
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
         self.perf = resolve_perf(perf)
@@ -885,12 +891,19 @@ class ClassAdaptiveNorm(keras.layers.Layer):
             self.inst_conv = TorchConv2D(1, 1, init_type=self.init_type, init_gain=self.init_gain,
                                          perf=self.perf, name="inst_conv")
             self.inst_conv.build(tuple(x_shape[:3]) + (1,))
+        if self.noise_channels:
+            self.noise_conv = TorchConv2D(c, 1, init_type=self.init_type, init_gain=self.init_gain,
+                                          perf=self.perf, name="noise_conv")
+            self.noise_conv.build(tuple(x_shape[:3]) + (self.noise_channels,))
 
     def call(self, x, segmap, training=False, positional=None):
         normalized = self.param_free_norm(x, training=training)
         dt = normalized.dtype
         hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
         seg = legacy_nearest_resize(segmap, hw)
+        noise = None
+        if self.noise_channels:
+            noise, seg = seg[..., :self.noise_channels], seg[..., self.noise_channels:]
         # gamma[label], beta[label] with label = argmax over the one-hot channels: gathers, or
         # one 1x1 conv of the one-hot map (perf.clade_lookup; the same numbers)
         gamma, beta = class_lookup(seg[..., :self.onehot_channels],
@@ -903,6 +916,8 @@ class ClassAdaptiveNorm(keras.layers.Layer):
             dist = legacy_nearest_resize(ops.cast(positional, dt), hw)
             gamma = gamma * (1.0 + self.dist_conv_w(dist))
             beta = beta * (1.0 + self.dist_conv_b(dist))
+        if noise is not None:
+            beta = beta + self.noise_conv(ops.cast(noise, dt))
         out = normalized * gamma + beta
         if self.use_instance:
             out = ops.concatenate([out, self.inst_conv(ops.cast(seg[..., -1:], dt))], axis=-1)
@@ -915,7 +930,8 @@ class ClassAdaptiveNorm(keras.layers.Layer):
         config = super().get_config()
         config.update(norm_type=self.norm_type, onehot_channels=self.onehot_channels,
                       use_instance=self.use_instance, positional=self.positional,
-                      init_type=self.init_type, init_gain=self.init_gain)
+                      init_type=self.init_type, init_gain=self.init_gain,
+                      noise_channels=self.noise_channels)
         return config
 
 
@@ -943,6 +959,9 @@ class SPADEResBlock(keras.layers.Layer):
             layer then adds it as one more channel, and conv_0, conv_1 and conv_s take one more
             input (CLADE's ``add_channels``).
         positional: (CLADE) ICPE (``--add_dist``): the call takes ``positional``.
+        noise_channels: (CLADE in OASIS) leading noise channels of the label map
+            (``ClassAdaptiveNorm``'s ``noise_channels``); SPADE layers read them as part of
+            the map.
         onehot_channels: leading one-hot channels of the label map (see ``SPADE``).
         perf: how it computes (``PerfConfig``; see ``SPADE``; not part of the config). With
             ``sequential_inference``, the shortcut runs before the main branch.
@@ -963,13 +982,14 @@ class SPADEResBlock(keras.layers.Layer):
 
     def __init__(self, filters, spectral=True, spade_norm="sync_batch", spade_kernel_size=3,
                  spade_hidden_filters=128, init_type="xavier", init_gain=0.02, modulation="spade",
-                 onehot_channels=None, use_instance=False, positional=False, perf=None,
-                 **kwargs):
+                 onehot_channels=None, use_instance=False, positional=False, noise_channels=0,
+                 perf=None, **kwargs):
         pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.perf = resolve_perf(perf)
         self.use_instance = bool(use_instance)
         self.positional = bool(positional)
+        self.noise_channels = int(noise_channels)
         if modulation not in self.MODULATIONS:
             raise ValueError(f"modulation: invalid value {modulation!r}; allowed values: "
                              + ", ".join(repr(m) for m in self.MODULATIONS))
@@ -997,7 +1017,8 @@ class SPADEResBlock(keras.layers.Layer):
             def make_norm(name):
                 return ClassAdaptiveNorm(self.spade_norm, onehot_channels=self.onehot_channels,
                                          use_instance=self.use_instance,
-                                         positional=self.positional, name=name, **init)
+                                         positional=self.positional,
+                                         noise_channels=self.noise_channels, name=name, **init)
         else:
             def make_norm(name):
                 return AffineNorm(self.spade_norm, init_gain=self.init_gain, name=name,
@@ -1071,7 +1092,7 @@ class SPADEResBlock(keras.layers.Layer):
                       spade_hidden_filters=self.spade_hidden_filters, init_type=self.init_type,
                       init_gain=self.init_gain, modulation=self.modulation,
                       onehot_channels=self.onehot_channels, use_instance=self.use_instance,
-                      positional=self.positional)
+                      positional=self.positional, noise_channels=self.noise_channels)
         return config
 
 

@@ -176,3 +176,137 @@ def make_vgg_loss(weights: str | None, lambda_vgg: float):
     if lambda_vgg == 0:
         return None
     return VGGLoss(weights, lambda_vgg)
+
+
+# --------------------------------------------------------------------------- OASIS
+# boschresearch/OASIS models/losses.py and models/models.py (Sushko, Schonfeld et al., ICLR 2021,
+# Eq. 2-4). D's logits have N+1 channels: 0 = fake, c + 1 = class c. OASIS' one-hot has its
+# dontcare class at channel 0 (spade_tf.semantics.to_semantics of an OASIS config).
+
+
+def _global_sum(x):
+    """``x`` summed over the replicas of a ``tf.distribute`` replica context (itself elsewhere):
+    OASIS' class weights and LabelMix are statistics of the whole batch, so 1 replica and N
+    replicas must see the same ones (the official code computes them per GPU)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        return ctx.all_reduce("sum", x)
+    return x
+
+
+def oasis_class_weights(semantics, dontcare=True):
+    """OASIS' class balancing (``get_class_balancing``) of a batch's one-hot map: ``[C]``.
+
+    Class c weighs ``B·H·W / (n · count_c)``, where count_c is its pixels in the batch and n the
+    number of classes present other than dontcare; dontcare (channel 0) weighs 0. A class absent
+    from the batch gets ``inf``, as in the reference: no pixel uses it. Recomputed for every
+    batch; under ``tf.distribute`` the counts are those of the global batch.
+
+    Args:
+        semantics: NHWC one-hot ``[B, H, W, C]`` (extra channels after the one-hot, such as the
+            instance edges, must be sliced off first).
+        dontcare: channel 0 is dontcare (every OASIS dataset sets ``contain_dontcare_label``).
+    """
+    onehot = at_least_float32(semantics)
+    counts = _global_sum(tf.reduce_sum(onehot, axis=[0, 1, 2]))
+    pixels = _global_sum(tf.cast(tf.reduce_prod(tf.shape(onehot)[:3]), counts.dtype))
+    if dontcare:
+        counts = tf.concat([tf.zeros_like(counts[:1]), counts[1:]], 0)
+    present = tf.reduce_sum(tf.cast(counts > 0, counts.dtype))
+    weights = pixels / (present * counts)  # inf where count is 0
+    if dontcare:
+        weights = tf.concat([tf.zeros_like(weights[:1]), weights[1:]], 0)
+    return tf.stop_gradient(weights)
+
+
+def oasis_targets(semantics):
+    """The "real" N+1 target of every pixel: its class (the one-hot's argmax) + 1."""
+    return tf.argmax(semantics, axis=-1, output_type=tf.int32) + 1
+
+
+def oasis_weight_map(semantics, class_weights=None):
+    """Each pixel's weight in the "real" losses: ``class_weights[argmax]`` (``[B, H, W]``)."""
+    if class_weights is None:
+        class_weights = oasis_class_weights(semantics)
+    return tf.gather(class_weights, tf.argmax(semantics, axis=-1, output_type=tf.int32))
+
+
+def _cross_entropy(logits, target):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target,
+                                                          logits=at_least_float32(logits))
+
+
+def oasis_real_loss(logits, semantics, weight_map=None):
+    """``losses_computer.loss(..., for_real=True)``: the N+1 cross-entropy against each pixel's
+    class + 1, weighted by ``weight_map`` (class balancing; None: unweighted, OASIS'
+    ``--no_balancing_inloss``), averaged over all pixels. G's adversarial loss on the fake's
+    logits, and D's real term on the real image's."""
+    ce = _cross_entropy(logits, oasis_targets(semantics))
+    if weight_map is not None:
+        ce = ce * tf.cast(weight_map, ce.dtype)
+    return tf.reduce_mean(ce)
+
+
+def oasis_fake_loss(logits):
+    """``losses_computer.loss(..., for_real=False)``: the plain mean cross-entropy of every pixel
+    against channel 0 ("fake")."""
+    return tf.reduce_mean(_cross_entropy(logits, tf.zeros(tf.shape(logits)[:3], tf.int32)))
+
+
+def labelmix_mask(semantics, seed=None, dtype=tf.float32):
+    """LabelMix's mask ``[B, H, W, 1]``: 1 where the mixed image takes the real image.
+
+    One fair bit per image and per class, so that every class region comes wholly from the real
+    or from the fake image. Deviation from OASIS' ``generate_labelmix``: it draws one bit per
+    class id for the whole batch, in place, so that once class 0's pixels were set to 1 they
+    take class 1's bit as well (its dontcare region follows class 1 whenever class 0 drew 1).
+    Bits per image and class avoid both; the term's expectation is unchanged.
+
+    Args:
+        semantics: NHWC one-hot ``[B, H, W, C]``.
+        seed: a ``keras.random.SeedGenerator`` (or int) for the bits.
+    """
+    onehot = at_least_float32(semantics)
+    shape = tf.shape(onehot)
+    bits = keras.random.randint(tf.stack([shape[0], shape[-1]]), 0, 2, seed=seed, dtype="int32")
+    cls = tf.argmax(onehot, axis=-1, output_type=tf.int32)
+    mask = tf.gather(bits, cls, batch_dims=1)
+    return tf.cast(mask, dtype)[..., None]
+
+
+def labelmix_images(mask, real, fake):
+    """The mixed image ``mask · real + (1 − mask) · fake``."""
+    mask = tf.cast(mask, fake.dtype)
+    return mask * tf.cast(real, fake.dtype) + (1.0 - mask) * fake
+
+
+def labelmix_loss(d_mixed, d_fake, d_real, mask, lambda_labelmix=10.0):
+    """``D_labelmix``: lambda · mean((mask · D(real) + (1 − mask) · D(fake) − D(mixed))²) over
+    all logits. Not detached, as in OASIS: the gradient flows into all three D outputs."""
+    mask = at_least_float32(mask)
+    mixed = mask * at_least_float32(d_real) + (1.0 - mask) * at_least_float32(d_fake)
+    return float(lambda_labelmix) * tf.reduce_mean(tf.square(mixed - at_least_float32(d_mixed)))
+
+
+def oasis_losses(d_fake, d_real, d_mixed, semantics, mask, lambda_labelmix=10.0,
+                 class_balancing=True):
+    """Every OASIS loss term from D's logits of one batch: ``{"G_adv", "D_fake", "D_real",
+    "D_labelmix"}`` (G's loss is ``G_adv``; D's is the sum of the other three).
+
+    Args:
+        d_fake, d_real, d_mixed: D's logits ``[B, H, W, C + 1]`` for the fake, the real and the
+            LabelMix image (``d_mixed`` None: no LabelMix term).
+        semantics: NHWC one-hot ``[B, H, W, C(+...)]``; channels past the logits' C are dropped.
+        mask: LabelMix's mask ``[B, H, W, 1]``.
+        lambda_labelmix: ``--lambda_labelmix``.
+        class_balancing: not ``--no_balancing_inloss``.
+    """
+    c = int(d_fake.shape[-1]) - 1
+    onehot = semantics[..., :c]
+    weight_map = oasis_weight_map(onehot) if class_balancing else None
+    out = {"G_adv": oasis_real_loss(d_fake, onehot, weight_map),
+           "D_fake": oasis_fake_loss(d_fake),
+           "D_real": oasis_real_loss(d_real, onehot, weight_map)}
+    if d_mixed is not None:
+        out["D_labelmix"] = labelmix_loss(d_mixed, d_fake, d_real, mask, lambda_labelmix)
+    return out

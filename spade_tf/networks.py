@@ -12,40 +12,69 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import keras
 import tensorflow as tf
 
-from spade_tf.config import Config, ModelConfig, PerfConfig, load_config, save_config
-from spade_tf.discriminator import MultiscaleDiscriminator, discriminator_from_config
+from spade_tf.config import Config, Family, ModelConfig, PerfConfig, load_config, save_config
+from spade_tf.discriminator import discriminator_from_config
 from spade_tf.encoder import ConvEncoder, encoder_from_config
 from spade_tf.fileio import atomic_dir
-from spade_tf.generator import SPADEGenerator, generator_from_config
+from spade_tf.generator import generator_from_config
 from spade_tf.layers import count_params
+from spade_tf.models.oasis.discriminator import oasis_discriminator_from_config
+from spade_tf.models.oasis.generator import oasis_generator_from_config
 from spade_tf.perf import perf_for, resolve_perf
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_PREFIX = "networks"
 
 
+NETWORK_NAMES = ("generator", "discriminator", "encoder", "ema_generator")
+
+
 @dataclasses.dataclass
 class SPADENetworks:
-    """Generator, discriminator and encoder (``None`` where absent)."""
+    """Generator, discriminator, encoder and the generator's moving average (``None`` where
+    absent), of any family: SPADE / CLADE (``SPADEGenerator``, ``MultiscaleDiscriminator``,
+    ``ConvEncoder``) or OASIS (``OASISGenerator``, ``OASISDiscriminator``, no encoder)."""
 
-    generator: Optional[SPADEGenerator]
-    discriminator: Optional[MultiscaleDiscriminator]
+    generator: Optional[keras.Model]
+    discriminator: Optional[keras.Model]
     encoder: Optional[ConvEncoder]
+    # the exponential moving average of the generator's weights (train.ema_decay > 0): the
+    # same architecture, what OASIS' test script and our export use
+    ema_generator: Optional[keras.Model] = None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in (("generator", self.generator),
-                                  ("discriminator", self.discriminator),
-                                  ("encoder", self.encoder)) if v is not None}
+        return {k: getattr(self, k) for k in NETWORK_NAMES if getattr(self, k) is not None}
+
+    @property
+    def inference_generator(self):
+        """The generator to sample and export: the averaged one when there is one."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
 
     def param_counts(self) -> dict[str, int]:
         """Trainable scalars per network: what the reference counts (nn.Parameters)."""
         return {k: count_params(v.trainable_weights) for k, v in self.as_dict().items()}
 
 
+def build_generator(model: ModelConfig, seed=None, perf: PerfConfig | None = None):
+    """The generator of ``model``'s family (``perf`` resolved already)."""
+    if model.family is Family.OASIS:
+        return oasis_generator_from_config(model, seed=seed, perf=perf)
+    return generator_from_config(model, seed=seed, perf=perf)
+
+
+def build_discriminator(model: ModelConfig, feature_matching=True,
+                        perf: PerfConfig | None = None):
+    """The discriminator of ``model``'s family."""
+    if model.family is Family.OASIS:
+        return oasis_discriminator_from_config(model, perf=perf)
+    return discriminator_from_config(model, feature_matching, perf=perf)
+
+
 def build_networks(config: Config | ModelConfig, *, generator=True, discriminator=True,
-                   encoder=None, feature_matching=None, seed=None,
+                   encoder=None, ema=None, feature_matching=None, seed=None,
                    perf: PerfConfig | None = None) -> SPADENetworks:
     """Builds the networks a config describes (weights initialised as in the reference).
 
@@ -53,6 +82,8 @@ def build_networks(config: Config | ModelConfig, *, generator=True, discriminato
         config: a ``Config`` (or its ``ModelConfig``).
         generator / discriminator: whether to build them.
         encoder: build the encoder; default: iff the config uses the VAE.
+        ema: build the averaged generator (``ema_generator``, starting as a copy of the
+            generator's weights); default: iff ``train.ema_decay > 0``.
         feature_matching: whether D returns intermediate features; default from ``loss``.
         seed: seed of the generator's noise.
         perf: how the networks compute (default: the config's ``perf`` section, or all
@@ -64,15 +95,24 @@ def build_networks(config: Config | ModelConfig, *, generator=True, discriminato
         feature_matching = config.loss.feature_matching if isinstance(config, Config) else True
     if encoder is None:
         encoder = model.use_vae
+    if ema is None:
+        ema = isinstance(config, Config) and config.train.ema_decay > 0
     if isinstance(config, Config):
         perf = perf_for(config if perf is None else dataclasses.replace(config, perf=perf))
     else:
         perf = resolve_perf(perf)
+    g = build_generator(model, seed=seed, perf=perf) if generator else None
+    ema_g = None
+    if ema:
+        ema_g = build_generator(model, seed=seed, perf=perf)
+        if g is not None:  # OASIS: netEMA = deepcopy(netG)
+            for target, source in zip(ema_g.weights, g.weights):
+                target.assign(source)
     return SPADENetworks(
-        generator=generator_from_config(model, seed=seed, perf=perf) if generator else None,
-        discriminator=(discriminator_from_config(model, feature_matching, perf=perf)
-                       if discriminator else None),
-        encoder=encoder_from_config(model, perf=perf) if encoder else None)
+        generator=g,
+        discriminator=build_discriminator(model, feature_matching, perf) if discriminator else None,
+        encoder=encoder_from_config(model, perf=perf) if encoder else None,
+        ema_generator=ema_g)
 
 
 def save_networks(networks: SPADENetworks, config: Config, out_dir: str | os.PathLike,
@@ -85,11 +125,11 @@ def save_networks(networks: SPADENetworks, config: Config, out_dir: str | os.Pat
 
 
 def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None,
-                  encoder=None) -> tuple[SPADENetworks, Config]:
+                  encoder=None, ema_generator=None) -> tuple[SPADENetworks, Config]:
     """Loads a checkpoint folder written by ``save_networks`` (or a training run's folder).
 
-    Each of ``generator`` / ``discriminator`` / ``encoder``: ``None`` loads it iff the checkpoint
-    holds it, ``True`` requires it, ``False`` skips it.
+    Each of ``generator`` / ``discriminator`` / ``encoder`` / ``ema_generator``: ``None`` loads
+    it iff the checkpoint holds it, ``True`` requires it, ``False`` skips it.
     """
     path = Path(path)
     cfg_file = path / CONFIG_FILE
@@ -111,10 +151,11 @@ def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None
         raise ValueError(f"{prefix}: unreadable checkpoint: {type(e).__name__}: {e}") from None
     wanted = {}
     for name, want in (("generator", generator), ("discriminator", discriminator),
-                       ("encoder", encoder)):
+                       ("encoder", encoder), ("ema_generator", ema_generator)):
         if want and name not in stored:
             raise ValueError(f"{prefix}: holds no {name} (it has: {', '.join(sorted(stored))})")
         wanted[name] = name in stored if want is None else bool(want)
+    wanted["ema"] = wanted.pop("ema_generator")
     nets = build_networks(config, **wanted)
     try:
         status = tf.train.Checkpoint(**nets.as_dict()).read(str(prefix))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from spade_tf.config import Config, ModelConfig
+from spade_tf.config import Config, Family, ModelConfig
 
 DONTCARE_ID = 255  # the reference's "unlabeled" id, remapped to channel num_classes
 
@@ -43,15 +43,36 @@ def _check_integer(x, name):
                         f"integers, and a float map would be truncated silently")
 
 
+def _id_range(model: ModelConfig) -> int:
+    """The ids 0..k-1 that map to one-hot channels (255 aside): with ``contain_dontcare`` the
+    dontcare id itself (SPADE: ``num_classes``, as its loader rewrites 255; OASIS: 0) too."""
+    return model.num_classes + int(model.contain_dontcare)
+
+
+def label_channel_index(label, model: ModelConfig):
+    """Each id's one-hot channel (ids already validated).
+
+    SPADE: id c -> channel c, and 255 -> ``num_classes`` (the dontcare channel) when
+    ``contain_dontcare``. OASIS (boschresearch/OASIS' layout: dontcare is channel 0, the class
+    balancing gives it weight 0): with ``contain_dontcare`` the data's own id 0 is its dontcare
+    (ADE20K's "other", Cityscapes' "unlabeled"), so id c -> channel c; without it every id is
+    a class and moves up by one (OASIS' COCO-Stuff loader adds 1). 255 -> channel 0 in both."""
+    if model.family is Family.OASIS:
+        index = label if model.contain_dontcare else label + 1
+        return tf.where(tf.equal(label, DONTCARE_ID), tf.zeros_like(label), index)
+    if model.contain_dontcare:
+        return tf.where(tf.equal(label, DONTCARE_ID), model.num_classes, label)
+    return label
+
+
 def invalid_label_ids(label, model: ModelConfig):
     """The distinct ids of a numpy label map that ``to_semantics`` would reject (sorted)."""
     import numpy as np
 
     ids = np.unique(np.asarray(label))
-    n = model.num_classes
-    ok = (ids >= 0) & (ids < n)
-    if model.contain_dontcare:
-        ok |= (ids == n) | (ids == DONTCARE_ID)
+    ok = (ids >= 0) & (ids < _id_range(model))
+    if model.contain_dontcare or model.family is Family.OASIS:
+        ok |= ids == DONTCARE_ID
     return ids[~ok]
 
 
@@ -66,7 +87,12 @@ def validate_labels(label, model: ModelConfig):
     n = model.num_classes
     valid = (label >= 0) & (label < n)
     allowed = f"[0, {n})"
-    if model.contain_dontcare:
+    if model.family is Family.OASIS:
+        k = _id_range(model)
+        valid = ((label >= 0) & (label < k)) | tf.equal(label, DONTCARE_ID)
+        allowed = (f"[0, {k}) or {DONTCARE_ID} (dontcare; OASIS layout, "
+                   f"{'id 0 = dontcare' if model.contain_dontcare else 'ids shifted by one'})")
+    elif model.contain_dontcare:
         # The reference's loader rewrites 255 to num_classes before the network, so the
         # dontcare channel is reachable both ways.
         valid = valid | tf.equal(label, DONTCARE_ID) | tf.equal(label, n)
@@ -95,6 +121,9 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
     Channels: one-hot over ``num_classes`` (+1 dontcare channel when ``contain_dontcare``: id 255
     goes to index ``num_classes``, and id ``num_classes`` itself, which the reference's loader
     produces from 255, is accepted too), then the instance-edge channel when ``use_instance``.
+    An OASIS config (``model.generator: oasis``) gets OASIS' layout instead: ``num_classes + 1``
+    one-hot channels with dontcare at channel 0 (``label_channel_index``), so the same PNG gives
+    a different one-hot than for SPADE.
 
     Args:
         label: integer [N, H, W] class ids.
@@ -124,9 +153,7 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
     label = tf.cast(label, tf.int32)
     check = validate_labels(label, model) if validate else None  # None when eager (raised there)
     with tf.control_dependencies([check] if check is not None else []):
-        index = label
-        if model.contain_dontcare:
-            index = tf.where(tf.equal(label, DONTCARE_ID), model.num_classes, label)
+        index = label_channel_index(label, model)
         if onehot_by_comparison:
             classes = tf.range(model.num_label_channels, dtype=index.dtype)
             # through int32: the converter turns cast(equal(...)) back into ONE_HOT

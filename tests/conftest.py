@@ -76,6 +76,17 @@ def fix_d() -> Fixture:
 
 
 @pytest.fixture(scope="session")
+def fix_f() -> Fixture:
+    return _fixture("oasis_fixF_small.npz")
+
+
+@pytest.fixture(scope="session")
+def nets_f(fix_f):
+    """Fixture F (boschresearch/OASIS: G, D, EMA) imported, for eval-mode tests."""
+    return import_fixture(fix_f)
+
+
+@pytest.fixture(scope="session")
 def nets_d(fix_d):
     """Fixture D (tzt101/CLADE, --norm_mode clade) imported, for eval-mode tests."""
     return import_fixture(fix_d)
