@@ -253,7 +253,7 @@ def oasis_fake_loss(logits):
     return tf.reduce_mean(_cross_entropy(logits, tf.zeros(tf.shape(logits)[:3], tf.int32)))
 
 
-def labelmix_mask(semantics, seed=None, dtype=tf.float32):
+def labelmix_mask(semantics, seed=None, dtype=tf.float32, bits=None):
     """LabelMix's mask ``[B, H, W, 1]``: 1 where the mixed image takes the real image.
 
     One fair bit per image and per class, so that every class region comes wholly from the real
@@ -265,10 +265,14 @@ def labelmix_mask(semantics, seed=None, dtype=tf.float32):
     Args:
         semantics: NHWC one-hot ``[B, H, W, C]``.
         seed: a ``keras.random.SeedGenerator`` (or int) for the bits.
+        bits: the bits ``[B, C]`` (0/1 int32) when drawn already (the training step draws them
+            for the global batch: ``spade_tf.objectives.draw_for_global_batch``).
     """
     onehot = at_least_float32(semantics)
     shape = tf.shape(onehot)
-    bits = keras.random.randint(tf.stack([shape[0], shape[-1]]), 0, 2, seed=seed, dtype="int32")
+    if bits is None:
+        bits = keras.random.randint(tf.stack([shape[0], shape[-1]]), 0, 2, seed=seed,
+                                    dtype="int32")
     cls = tf.argmax(onehot, axis=-1, output_type=tf.int32)
     mask = tf.gather(bits, cls, batch_dims=1)
     return tf.cast(mask, dtype)[..., None]

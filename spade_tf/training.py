@@ -1,8 +1,8 @@
 """``train``: the main job, ``model.fit`` with exact resume (library function behind ``spade-tf train``).
 
 A run folder holds ``config.yaml`` and ``command.txt`` (written before the first step),
-``checkpoints/`` (``tf.train.CheckpointManager``: G, D, E, both optimizers, the step, the epoch
-and the noise generators' states), ``tensorboard/``, ``samples/`` and ``steps.log``.
+``checkpoints/`` (``tf.train.CheckpointManager``: G, D, E, G's moving average, both optimizers,
+the step, the epoch and the noise generators' states), ``tensorboard/``, ``samples/`` and ``steps.log``.
 
 Restarting the same command resumes at the next step: the data stream is deterministic and is
 skipped forward to the exact example (``build_dataset(start_epoch=, skip_examples=)``), the
@@ -72,6 +72,8 @@ def make_checkpoint(gan: GauGAN, epoch_var: tf.Variable) -> tf.train.Checkpoint:
                    generator_noise_state=gan.generator.seed_generator.state)
     if gan.encoder is not None:
         objects["encoder"] = gan.encoder
+    if gan.ema_generator is not None:
+        objects["ema_generator"] = gan.ema_generator
     return tf.train.Checkpoint(**objects)
 
 
