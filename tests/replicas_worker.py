@@ -3,7 +3,8 @@
 Both use SGD (Adam would almost cancel a wrongly scaled gradient) and start from identical
 weights; every variable (trainable, BN statistics, spectral-norm u/v) is compared after one
 ``fit`` step on the same global batch of 4. Prints one JSON line.
-Usage: python tests/replicas_worker.py [--no-scaling]; REPLICAS_SET="k=v k=v" adds config overrides.
+Usage: python tests/replicas_worker.py [--no-scaling]; REPLICAS_SET="k=v k=v" adds config overrides,
+REPLICAS_DTYPE=float64 runs in double precision, REPLICAS_STEPS the number of steps.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def make(config, strategy):
 
 
 def main() -> None:
+    dtype = os.environ.get("REPLICAS_DTYPE", "float32")
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    if "--local-statistics" in sys.argv:  # the control of OASIS' global-batch statistics
+        import spade_tf.losses
+        spade_tf.losses._global_sum = lambda x: x
     if "--no-scaling" in sys.argv:  # the control: what the test must catch
         GauGAN._scale_for_replicas = staticmethod(lambda terms: tf.add_n(list(terms.values())))
     config = load_config("tiny", ["data.dataset=synthscapes", "model.num_classes=9",
@@ -57,7 +64,8 @@ def main() -> None:
     single.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
     mirrored.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
     worst, worst_name, moved = 0.0, "", 0.0
-    for net in ("generator", "discriminator"):
+    nets = ["generator", "discriminator"] + (["ema_generator"] if single.ema_generator else [])
+    for net in nets:
         for va, vb in zip(getattr(single, net).weights, getattr(mirrored, net).weights):
             assert va.path == vb.path
             d = float(np.max(np.abs(va.numpy() - vb.numpy())))

@@ -146,6 +146,27 @@ def test_clade_with_icpe_on_two_replicas_matches_one_replica():
 
 
 @pytest.mark.slow
+def test_oasis_with_ema_on_two_replicas_equals_one_in_float64():
+    """OASIS' class weights and LabelMix are statistics of the global batch, its noise and
+    LabelMix bits are drawn for the global batch, and the moving average follows: 2 steps on 2
+    replicas equal 1 device in float64 for G, D and the averaged G. The control (class weights
+    from each replica's half batch, as the official code does per GPU) runs beside it and must
+    differ, so the check can fail."""
+    env = dict(_env(), REPLICAS_DTYPE="float64", REPLICAS_STEPS="2",
+               REPLICAS_SET="model.generator=oasis model.z_dim=8 train.ema_decay=0.5")
+    script = str(REPO / "tests" / "replicas_worker.py")
+    procs = [subprocess.Popen([sys.executable, script, *flags], env=env, cwd=str(REPO), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for flags in ([], ["--local-statistics"])]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-3000:] for o in outs]
+    exact, control = (json.loads(o[0].strip().splitlines()[-1]) for o in outs)
+    assert exact["replicas"] == 2 and exact["max_update"] > 1e-2
+    assert exact["max_abs_diff"] <= 1e-10, exact  # seen 4.4e-16
+    assert control["max_abs_diff"] > 1e-5, control  # seen 5.9e-4
+
+
+@pytest.mark.slow
 def test_without_loss_scaling_the_replica_test_fails():
     # The control needs no optimisation; the plain perf form traces in 2/3 of the time.
     r = _replicas("--no-scaling", overrides="perf.label_conv=dense perf.share_label_features=false "
@@ -243,12 +264,15 @@ def test_cli_launcher_trains_with_two_workers(tmp_path, train_cfg):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", ["spade", "clade_icpe"])
+@pytest.mark.parametrize("norm", ["spade", "clade_icpe", "oasis_ema"])
 def test_sigterm_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_path, train_cfg,
                                                                          norm):
     common = ["train", "--config", str(train_cfg)]
     if norm == "clade_icpe":  # CLADE's tables and ICPE convs resume exactly too
         common += ["--set", "model.norm_mode=clade", "--set", "model.clade_positional=true"]
+    if norm == "oasis_ema":  # OASIS (noise, LabelMix) with the moving average of G
+        common += ["--set", "model.generator=oasis", "--set", "model.z_dim=8",
+                   "--set", "train.ema_decay=0.9"]
     full = subprocess.run(_cli(*common, "--workdir", str(tmp_path / "full")), env=_env(),
                           capture_output=True, text=True, timeout=600, cwd=str(REPO))
     assert full.returncode == 0, full.stderr[-3000:]
@@ -278,6 +302,8 @@ def test_sigterm_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_p
     assert [int(s) for s in log.read_text().split()] == list(range(1, 13))  # each step once
     full_state, resumed_state = _checkpoint_tensors(tmp_path / "full")[1], _checkpoint_tensors(work)[1]
     assert len(full_state) > 500  # networks, both optimizers' slots, counters, noise states
+    if norm == "oasis_ema":
+        assert any(k.startswith("ema_generator/") for k in full_state)
     worst, name = _max_diff(full_state, resumed_state)
     print(f"stopped at {stopped}; max difference after resume: {worst} ({name or 'none'})")
     assert worst <= 1e-6, (worst, name)

@@ -36,6 +36,8 @@ class SaveWeights(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.chief:
             nets = self.gan.generator.weights + self.gan.discriminator.weights
+            if self.gan.ema_generator is not None:
+                nets += self.gan.ema_generator.weights
             np.savez(self.out.replace(".npz", f"_step{batch + 1}.npz"), **{v.path: v.numpy() for v in nets})
 
 
