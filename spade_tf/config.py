@@ -237,7 +237,7 @@ class ModelConfig:
     encoder_spectral: bool = True  # 'spectral' prefix of --norm_E
     encoder_norm: NormLayer = NormLayer.INSTANCE  # --norm_E after 'spectral' (spectralinstance)
     use_vae: bool = False  # --use_vae: generator starts from z, with the ConvEncoder
-    z_dim: int = 256  # --z_dim: latent size (the reference's encoder hard-codes 256)
+    z_dim: int = 256  # --z_dim: latent size (SPADE's encoder hard-codes 256; OASIS' default, in its presets, is 64)
     init_type: InitType = InitType.XAVIER  # --init_type
     init_gain: float = 0.02  # --init_variance: the gain of the init
     # OASIS only (model.generator: oasis):
@@ -283,6 +283,11 @@ class ModelConfig:
     def family(self) -> Family:
         """Which family of networks and losses (``model.generator`` decides)."""
         return Family.OASIS if self.generator is GeneratorKind.OASIS else Family.SPADE
+
+    @property
+    def has_latent(self) -> bool:
+        """Whether a label map has many images: a VAE's z, or OASIS' noise (both ``z_dim``)."""
+        return self.use_vae or (self.family is Family.OASIS and self.noise_3d)
 
     @property
     def semantic_channels(self) -> int:

@@ -175,11 +175,21 @@ def segmenter_features(path: str) -> FeatureExtractor:
 
 def generate_split(networks, config: Config, *, split: str = "val", batch_size: int = 8,
                    max_images: Optional[int] = None, progress: bool = True):
-    """Yields (label, generated, real) batches for ``split`` (inference mode, numpy)."""
+    """Yields (label, generated, real) batches for ``split`` (inference mode, numpy), from
+    the moving average of G when ``networks`` has one (``spade_tf.ema.inference_generator``).
+    OASIS' noise for the i-th image is seed i's (``latent_from_seed``): reruns score the same
+    images."""
     from spade_tf.progress import progress as progress_bar
 
+    from spade_tf.config import Family
     from spade_tf.data import build_dataset
+    from spade_tf.ema import inference_generator
+    from spade_tf.export import latent_from_seed
     from spade_tf.semantics import to_semantics
+
+    generator, _ = inference_generator(networks, config)
+    oasis = config.model.family is Family.OASIS and config.model.noise_3d
+    index = 0
 
     ds = build_dataset(config, split, batch_size=batch_size, training=False)
     total = None
@@ -188,10 +198,16 @@ def generate_split(networks, config: Config, *, split: str = "val", batch_size: 
         total = -(-max_images // batch_size)
     for batch in progress_bar(ds, total=total, desc=f"generating {split}", unit="batch", enabled=progress):
         sem = to_semantics(batch["label"], batch.get("instance"), config=config)
-        z = None
-        if networks.encoder is not None:
-            z, _ = networks.encoder(batch["image"], training=False)  # the mean latent
-        fake = networks.generator(sem, z=z, training=False)
+        n = int(batch["label"].shape[0])
+        if oasis:
+            noise = tf.stack([latent_from_seed(index + i, config.model.z_dim) for i in range(n)])
+            fake = generator(sem, noise=noise, training=False)
+        else:
+            z = None
+            if networks.encoder is not None:
+                z, _ = networks.encoder(batch["image"], training=False)  # the mean latent
+            fake = generator(sem, z=z, training=False)
+        index += n
         yield batch["label"].numpy(), fake.numpy(), batch["image"].numpy()
 
 
@@ -267,7 +283,9 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
 
     result = {"checkpoint": str(checkpoint), "split": split, "images": count,
-              "generator": config.model.generator.value, "notes": []}
+              "generator": config.model.generator.value,
+              "weights": ("ema_generator (the moving average)" if networks.ema_generator is not None
+                          else "generator"), "notes": []}
     if seg is not None:
         gen_scores, real_scores = metrics.segmentation_scores(conf_fake), metrics.segmentation_scores(conf_real)
         result["segmenter"] = seg.name

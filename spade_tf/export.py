@@ -18,6 +18,13 @@ Signatures of the SavedModel (built by ``_signatures``; ``_signatures_names`` li
   -> ``image_png_bytes`` string [N] (REST clients get it base64-encoded, thanks to ``_bytes``);
 - ``style`` (VAE models): ``label`` (+ ``instance``) + ``style_image`` uint8 [N,H,W,3] -> ``image``.
 
+OASIS models (3D noise) take their noise in one of four ways, one signature each (Serving
+signatures have no optional inputs): ``serving_default`` draws it from seed 0 (the same image
+for the same label map), ``seed`` takes ``seed`` int64 [N], ``noise`` a vector per image
+float32 [N,Z], ``noise_map`` a 3D map float32 [N,H,W,Z] (different noise per region: the OASIS
+paper's local editing); ``png`` takes ``seed`` [N] as for VAE models. Seeds become noise through
+``latent_from_seed``, as VAE latents do.
+
 Every signature validates its inputs in the graph: an empty batch, a wrong H x W, a label id out
 of range, a wrong instance or z shape, or a non-PNG string is an ``InvalidArgumentError`` whose
 message says what was wrong and what is allowed. Nothing is ever synthesized from bad input.
@@ -37,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from spade_tf.config import CladeLookup, Config, LabelConv, Toggle, config_to_dict, merge_into, save_config
+from spade_tf.config import (CladeLookup, Config, Family, LabelConv, Toggle, config_to_dict,
+                             merge_into, save_config)
 from spade_tf.perf import perf_scope
 from spade_tf.semantics import intra_class_offsets, to_semantics
 from spade_tf.serving_client import PNG_MAGIC, not_png_message
@@ -137,15 +145,38 @@ class GeneratorModule(tf.Module):
                 message=f"style_image must be uint8 [N, {h}, {w}, 3], one per label map"))
         return checks
 
-    def synthesize(self, label, instance=None, z=None, validate=True, positional=None):
+    @property
+    def oasis(self) -> bool:
+        return self.config.model.family is Family.OASIS
+
+    def _noise_map_check(self, label, noise):
+        h, w, zd = self.height, self.width, self.generator.z_dim
+        return tf.debugging.assert_equal(
+            tf.shape(noise), tf.stack([tf.shape(label)[0], h, w, zd]),
+            message=f"noise_map must be float32 [N, {h}, {w}, {zd}]: one noise map per label map")
+
+    def synthesize(self, label, instance=None, z=None, validate=True, positional=None,
+                   noise=None):
         """uint8 [N, H, W, 3] from int label (and instance, z) maps. CLADE with ICPE computes
-        its positional map from the label map in the graph unless ``positional`` is given."""
-        checks = self._checks(label, instance, z) if validate else []
+        its positional map from the label map in the graph unless ``positional`` is given.
+        OASIS: ``z`` (or ``noise``) is its noise, a vector [N, Z] per image or a map
+        [N, H, W, Z]; without one, seed 0's noise."""
+        z = noise if noise is not None else z
+        z = None if z is None else tf.convert_to_tensor(z, tf.float32)
+        map_noise = z is not None and z.shape.rank == 4
+        checks = self._checks(label, instance, None if map_noise else z) if validate else []
+        if validate and map_noise:
+            checks.append(self._noise_map_check(label, z))
         with tf.control_dependencies(checks):
             # validate=False is the TFLite graph: its one-hot by comparison (full int8)
             sem = to_semantics(label, instance, config=self.config, validate=validate,
                                onehot_by_comparison=not validate)
-        image = self.generator(sem, z=z, positional=positional, training=False)
+        if self.oasis:
+            if z is None and self.config.model.noise_3d:
+                z = self.z_from_seeds(tf.zeros(tf.shape(label)[:1], tf.int64))
+            image = self.generator(sem, noise=z, training=False)
+        else:
+            image = self.generator(sem, z=z, positional=positional, training=False)
         return to_uint8(image)
 
     def style_z(self, style_image):
@@ -230,8 +261,24 @@ def _signatures(module: GeneratorModule) -> dict:
     ipng_spec = tf.TensorSpec([None], tf.string, name="instance_png")
     seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
     png = _named_function([png_spec] + ([ipng_spec] if use_inst else [])
-                          + ([seed_spec] if use_vae else []), png_body)
+                          + ([seed_spec] if m.has_latent else []), png_body)
     sigs = {"serving_default": default, "png": png}
+    if module.oasis and m.noise_3d:
+        zd = module.generator.z_dim
+
+        def seeded(label, seed, instance=None):
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(seed), tf.shape(label)[:1], message="seed must be [N]: one per map")]):
+                z = module.z_from_seeds(seed)
+            return {"image": module.synthesize(label, instance, z)}
+        sigs["seed"] = _named_function([label_spec, *inst, seed_spec], seeded)
+        sigs["noise"] = _named_function(
+            [label_spec, *inst, tf.TensorSpec([None, zd], tf.float32, name="noise")],
+            lambda label, noise, instance=None: {"image": module.synthesize(label, instance, noise)})
+        sigs["noise_map"] = _named_function(
+            [label_spec, *inst, tf.TensorSpec([None, None, None, zd], tf.float32, name="noise_map")],
+            lambda label, noise_map, instance=None:
+            {"image": module.synthesize(label, instance, noise=noise_map)})
 
     if use_vae and module.encoder is not None:
         style_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="style_image")
@@ -257,8 +304,13 @@ def _tflite_function(module: GeneratorModule):
         specs.append(tf.TensorSpec([1, module.generator.z_dim], tf.float32, name="z"))
     if m.clade_positional:  # ICPE: an input here (spade_tf.semantics.intra_class_offsets)
         specs.append(tf.TensorSpec([1, h, w, 2], tf.float32, name="positional"))
-    return _named_function(specs, lambda label, instance=None, z=None, positional=None: {
-        "image": module.synthesize(label, instance, z, validate=False, positional=positional)})
+    if module.oasis and m.noise_3d:
+        # OASIS' noise as a 3D map (a vector broadcast, or different noise per region); the
+        # stateless RNG of the seeds is not a TFLite builtin
+        specs.append(tf.TensorSpec([1, h, w, module.generator.z_dim], tf.float32, name="noise"))
+    return _named_function(specs, lambda label, instance=None, z=None, positional=None, noise=None: {
+        "image": module.synthesize(label, instance, z, validate=False, positional=positional,
+                                   noise=noise)})
 
 
 # --------------------------------------------------------------------------- warm-up records
@@ -361,6 +413,10 @@ def tflite_metadata(config: Config, height: int, width: int) -> dict:
         inputs.append({"name": "positional", "dtype": "float32", "shape": [1, height, width, 2],
                        "description": "CLADE's ICPE map of the label map: "
                                       "spade_tf.semantics.intra_class_offsets(label)"})
+    if m.family is Family.OASIS and m.noise_3d:
+        inputs.append({"name": "noise", "dtype": "float32", "shape": [1, height, width, m.z_dim],
+                       "description": "OASIS' 3D noise, N(0, I): one z_dim vector repeated over "
+                                      "the image, or different vectors per region"})
     return {
         "format": "spade-tf generator",
         "inputs": inputs,
@@ -531,12 +587,16 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         raise FileExistsError(f"{final}: version {version} exists already; Serving may be serving "
                               f"it, so it is never overwritten (choose another --version)")
 
-    module = GeneratorModule(config, nets.generator, nets.encoder)
+    from spade_tf.ema import inference_generator
+
+    generator, weights = inference_generator(nets, config)
+    progress(f"export: weights: {weights}")
+    module = GeneratorModule(config, generator, nets.encoder)
     h, w = module.height, module.width
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
     try:
         sm_dir = tmp / "saved_model"
-        progress(f"export: SavedModel ({nets.generator.count_params():,} generator parameters)")
+        progress(f"export: SavedModel ({generator.count_params():,} generator parameters)")
         tf.saved_model.save(module, str(sm_dir), signatures=_signatures(module))
         (sm_dir / "assets").mkdir(exist_ok=True)
         save_config(config, sm_dir / "assets" / "config.yaml")  # for synthesize and people
@@ -545,6 +605,7 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         t_sm = time.time() - t0
         report = {
             "source": source, "name": name, "version": version, "height": h, "width": w,
+            "weights": weights,
             "signatures": sorted(_signatures_names(config, nets.encoder is not None)),
             "saved_model_bytes": _dir_size(sm_dir), "saved_model_seconds": round(t_sm, 1),
             "warmup_requests": warm, "tflite": {},
@@ -561,13 +622,13 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             # Its batch norms are multiply-adds (perf.affine_inference_norm), for full int8, and
             # CLADE's tables are read with GATHER (int8-exact lookups; a one-hot matmul would
             # quantize the tables' products and sums).
-            perf = nets.generator.perf
+            perf = generator.perf
             tfl_perf = dataclasses.replace(
                 perf, uniform_regions=Toggle.OFF, affine_inference_norm=Toggle.ON,
                 clade_lookup=CladeLookup.GATHER,
                 label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM
                 else perf.label_conv)
-            with perf_scope(nets.generator, tfl_perf):
+            with perf_scope(generator, tfl_perf):
                 tf.saved_model.save(module, str(graph_dir),
                                     signatures={"serving_default": _tflite_function(module)})
             inputs, report["tflite_parity_source"] = parity_inputs, "given"
@@ -588,6 +649,13 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                 rng = np.random.default_rng(1)
                 inputs = [{**x, "z": rng.standard_normal((1, config.model.z_dim)).astype(np.float32)}
                           for x in inputs]
+            if config.model.family is Family.OASIS and config.model.noise_3d:
+                # OASIS' noise input: one N(0, I) vector per map, broadcast (the usual use)
+                rng = np.random.default_rng(1)
+                zd = config.model.z_dim
+                inputs = [{**x, "noise": np.broadcast_to(
+                    rng.standard_normal((1, 1, 1, zd)), (1, h, w, zd)).astype(np.float32)}
+                          for x in inputs]
             if config.model.clade_positional:  # the TFLite graph's ICPE input
                 inputs = [{**x, "positional": intra_class_offsets(x["label"]).numpy()}
                           for x in inputs]
@@ -601,7 +669,8 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
 
                 def rep():
                     for x in inputs:
-                        yield {k: v.astype(np.float32 if k in ("z", "positional") else np.int32)
+                        yield {k: v.astype(np.float32 if k in ("z", "positional", "noise")
+                                           else np.int32)
                                for k, v in x.items()}
                 blob = convert_tflite(str(graph_dir), variant, rep if variant == "int8" else None)
                 blob = add_tflite_metadata(blob, meta)
@@ -647,6 +716,8 @@ def _signatures_names(config: Config, has_encoder: bool) -> list[str]:
     names = ["serving_default", "png"]
     if config.model.use_vae and has_encoder:
         names.append("style")
+    if config.model.family is Family.OASIS and config.model.noise_3d:
+        names += ["seed", "noise", "noise_map"]
     return names
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spade_tf.config import Config
+from spade_tf.config import Config, Family
 from spade_tf.data.io import DataError, read_index_map, read_photo
 from spade_tf.semantics import invalid_label_ids
 
@@ -30,6 +30,15 @@ class Synthesizer:
     @property
     def use_vae(self) -> bool:
         return self.config.model.use_vae
+
+    @property
+    def has_latent(self) -> bool:
+        """Whether a label map has many images: a VAE's latent or OASIS' noise (``z``)."""
+        return self.config.model.has_latent
+
+    @property
+    def oasis(self) -> bool:
+        return self.config.model.family is Family.OASIS
 
     @property
     def has_style(self) -> bool:
@@ -75,14 +84,31 @@ class Synthesizer:
         return label, (None if instance is None else np.asarray(instance, np.int32))
 
     def z(self, n: int, seed: int) -> np.ndarray | None:
-        if not self.use_vae:
+        """n latents (VAE) or noise vectors (OASIS) for ``seed``: what the export's ``seed``
+        and ``png`` signatures make of seeds seed, seed + 1, ... (``latent_from_seed``), so a
+        seed gives the same image from a checkpoint, a SavedModel and a ``.tflite``."""
+        if not self.has_latent:
             return None
-        return np.random.default_rng(seed).standard_normal((n, self.config.model.z_dim)).astype(np.float32)
+        from spade_tf.export import latent_from_seed
+
+        return np.stack([latent_from_seed(seed + i, self.config.model.z_dim).numpy()
+                         for i in range(n)]).astype(np.float32)
 
     def __call__(self, label, instance=None, z=None, name="label") -> np.ndarray:
+        """``z``: the VAE's latents [N, Z], or OASIS' noise: vectors [N, Z] or maps
+        [N, H, W, Z] (different noise per region); default: seed 0's."""
         label, instance = self.check(label, instance, name)
-        if self.use_vae and z is None:
-            z = self.z(len(label), 0)
+        if self.has_latent and z is None:
+            z = self.z(len(label), 0) if not self.oasis else np.repeat(self.z(1, 0), len(label), 0)
+        if z is not None:
+            z = np.asarray(z, np.float32)
+            zd = self.config.model.z_dim
+            ok = (z.shape == (len(label), zd) or (self.oasis and z.shape == (
+                len(label), self.height, self.width, zd)))
+            if not ok:
+                raise DataError(f"{name}: z/noise has shape {z.shape}; this model takes "
+                                f"[{len(label)}, {zd}]" + (f" or [{len(label)}, {self.height}, "
+                                                           f"{self.width}, {zd}]" if self.oasis else ""))
         return self._run(label, instance, z)
 
     def style(self, label, instance, style_image, name="label") -> np.ndarray:
@@ -95,8 +121,11 @@ class _CheckpointSynth(Synthesizer):
         from spade_tf.export import GeneratorModule
         from spade_tf.networks import load_networks
 
+        from spade_tf.ema import inference_generator
+
         nets, config = load_networks(path, generator=True, discriminator=False)
-        self.module = GeneratorModule(config, nets.generator, nets.encoder)
+        generator, self.weights = inference_generator(nets, config)  # the moving average if any
+        self.module = GeneratorModule(config, generator, nets.encoder)
         super().__init__("checkpoint", config, self.module.height, self.module.width, str(path))
 
     @property
@@ -139,6 +168,11 @@ class _SavedModelSynth(Synthesizer):
         return feed
 
     def _run(self, label, instance, z):
+        if self.oasis and z is not None:  # the noise signatures (see spade_tf.export)
+            feed = self._feed(label, instance, None)
+            sig = "noise" if z.ndim == 2 else "noise_map"
+            feed[sig] = tf_constant(z)
+            return self.loaded.signatures[sig](**feed)["image"].numpy()
         return self.loaded.signatures["serving_default"](**self._feed(label, instance, z))["image"].numpy()
 
     def style(self, label, instance, style_image, name="label"):
@@ -168,7 +202,11 @@ class _TFLiteSynth(Synthesizer):
         feed = {"label": label}
         if instance is not None:
             feed["instance"] = instance
-        if z is not None:
+        if z is not None and self.oasis:  # the TFLite graph takes OASIS' noise as a map
+            h, w = self.height, self.width
+            feed["noise"] = (np.broadcast_to(z[:, None, None, :], (len(z), h, w, z.shape[-1]))
+                             if z.ndim == 2 else z)
+        elif z is not None:
             feed["z"] = z
         if self.config.model.clade_positional:
             # the TFLite graph takes the ICPE map as an input (its labelling loop and float64
@@ -177,6 +215,12 @@ class _TFLiteSynth(Synthesizer):
 
             feed["positional"] = intra_class_offsets(np.asarray(label)).numpy()
         return self.runner(**feed)
+
+
+def tf_constant(x):
+    import tensorflow as tf
+
+    return tf.constant(x)
 
 
 def model_kind(path: str | os.PathLike) -> tuple[str, Path]:
@@ -265,8 +309,9 @@ def synthesize(model, labels, out: str | os.PathLike, *, instances=None, style=N
         out: output folder (PNGs and ``sheet.png``).
         instances: the matching instance map file or folder (same file names).
         style: a style image (VAE models): every output takes its style.
-        seed: seed of the latents (VAE models); sample k of every map uses seed + k.
-        num_samples: outputs per label map (VAE models: different latents).
+        seed: seed of the latents (VAE models) or of OASIS' noise; sample k of every map uses
+            seed + k.
+        num_samples: outputs per label map (VAE and OASIS models: different latents).
         progress: a callable for one line per file.
 
     Returns:
@@ -281,9 +326,9 @@ def synthesize(model, labels, out: str | os.PathLike, *, instances=None, style=N
     synth = model if isinstance(model, Synthesizer) else load_synthesizer(model)
     if num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
-    if num_samples > 1 and not synth.use_vae and style is None:
-        raise ValueError(f"--num-samples {num_samples}: this model has no latent (use_vae=false), "
-                         f"so every sample would be the same image")
+    if num_samples > 1 and not synth.has_latent and style is None:
+        raise ValueError(f"--num-samples {num_samples}: this model has no latent (no VAE, no "
+                         f"OASIS noise), so every sample would be the same image")
     style_img = None
     if style is not None:
         img = read_photo(Path(style), str(style)).resize((synth.width, synth.height), Image.BICUBIC)

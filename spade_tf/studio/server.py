@@ -80,8 +80,10 @@ def model_info(config: Config, *, name: str, backend: str, has_style: bool,
     return {"name": name, "backend": backend, "height": int(h), "width": int(w),
             "dataset": str(config.data.dataset), "classes": classes,
             "use_instance": bool(m.use_instance), "use_vae": bool(m.use_vae),
+            # a seed per request ("new look"): a VAE's latent or OASIS' noise
+            "has_latent": bool(m.has_latent), "family": str(m.family),
             "has_style": bool(has_style),
-            "vae_note": "" if m.use_vae else
+            "vae_note": "" if m.has_latent else
             "this model has no style latent (model.use_vae: false): a label map has one image, "
             "so there is no style upload and no new look"}
 
@@ -276,11 +278,12 @@ class LocalBackend:
                 label = _png_input(row, "label_png", k, sixteen_bit=False)
                 inst = _png_input(row, "instance_png", k, sixteen_bit=True) if m.use_instance else None
                 z = None
-                if m.use_vae:
+                if m.has_latent:
                     seed = row.get("seed")
                     if not isinstance(seed, int) or isinstance(seed, bool):
                         raise StudioError(f"instances[{k}].seed: this model has a latent "
-                                          f"(use_vae); send an integer seed per label map")
+                                          f"(a VAE's or OASIS' noise); send an integer seed per "
+                                          f"label map")
                     z = latent_from_seed(seed, m.z_dim)[None]
                 label, inst = self.synth.check(label[None], None if inst is None else inst[None],
                                                "label_png")

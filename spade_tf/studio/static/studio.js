@@ -315,7 +315,7 @@
     }
     const row = { label_png: { b64: toBase64(await encodeGrayPNG(S.labels, S.W, S.H, 8)) } };
     if (info.use_instance) row.instance_png = { b64: toBase64(await encodeGrayPNG(S.inst, S.W, S.H, 16)) };
-    if (info.use_vae) row.seed = S.seed;
+    if (info.has_latent) row.seed = S.seed;  // a VAE's latent or OASIS' noise
     return { signature_name: "png", instances: [row] };
   }
 
@@ -571,7 +571,7 @@
     S.labels = new Uint8Array(S.W * S.H).fill(S.cls);
     S.inst = new Uint16Array(S.W * S.H).fill(defaultInstance(S.cls));
     $("instance-group").hidden = !info.use_instance;
-    $("vae-group").hidden = !info.use_vae;
+    $("vae-group").hidden = !info.has_latent;
     $("style-label").hidden = !info.has_style;
     $("vae-note").hidden = !info.vae_note;
     $("vae-note").textContent = info.vae_note;
@@ -581,7 +581,7 @@
     }
     $("example").disabled = !info.examples;
     if (!info.examples) $("example").title = info.examples_note;
-    $("seed").textContent = info.use_vae ? `seed ${S.seed}` : "";
+    $("seed").textContent = info.has_latent ? `seed ${S.seed}` : "";
 
     const canvas = $("label-canvas");
     canvas.addEventListener("pointerdown", onPointerDown);
