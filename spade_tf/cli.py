@@ -47,7 +47,7 @@ def cmd_import_official(args) -> int:
 
     nets, cfg, path = import_official(
         args.generator, args.out, discriminator=args.discriminator, encoder=args.encoder,
-        opt_file=args.opt_file, config=args.config, overrides=args.overrides,
+        ema=args.ema, opt_file=args.opt_file, config=args.config, overrides=args.overrides,
         overwrite=args.overwrite)
     for name, n in nets.param_counts().items():
         print(f"imported {name}: {n:,} parameters")
@@ -366,8 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(
-        "import-official", help="convert official NVlabs/SPADE .pth checkpoints",
-        description="Convert official NVlabs/SPADE checkpoints (latest_net_G.pth, _D, _E) into a "
+        "import-official", help="convert official NVlabs/SPADE, CLADE or OASIS .pth checkpoints",
+        description="Convert official NVlabs/SPADE checkpoints (latest_net_G.pth, _D, _E), "
+                    "tzt101/CLADE's, or boschresearch/OASIS' (best_net_G.pth, _D, _EMA; its "
+                    "opt.txt gives an OASIS config) into a "
                     "spade-tf checkpoint folder. .pth files are read with "
                     "torch.load(weights_only=True) and need the 'torch' extra; .npz files with "
                     "the same keys need nothing. Every missing, unexpected or mis-shaped key is "
@@ -377,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", metavar="G.pth", help="the official generator state dict")
     p.add_argument("--discriminator", metavar="D.pth", help="the official discriminator state dict")
     p.add_argument("--encoder", metavar="E.pth", help="the official encoder state dict (VAE models)")
+    p.add_argument("--ema", metavar="EMA.pth",
+                   help="OASIS' averaged generator (best_net_EMA.pth): what export and "
+                        "synthesize then run")
     p.add_argument("--opt-file", metavar="opt.txt",
                    help="the official opt.txt of the checkpoint (maps its options to our config)")
     _add_config_args(p)

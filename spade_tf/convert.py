@@ -536,13 +536,14 @@ def config_from_official(options: Mapping[str, Any], base: Config | None = None)
     return config
 
 
-def import_official(generator=None, out=None, *, discriminator=None, encoder=None, opt_file=None,
-                    config=None, overrides=(), overwrite=False):
+def import_official(generator=None, out=None, *, discriminator=None, encoder=None, ema=None,
+                    opt_file=None, config=None, overrides=(), overwrite=False):
     """Reads official ``.pth`` (or ``.npz``) state dicts and writes a spade-tf checkpoint
     folder (``spade-tf import-official``).
 
     Args:
         generator / discriminator / encoder: paths of the official state dicts (any subset).
+        ema: OASIS' averaged generator (``best_net_EMA.pth``), imported as ``ema_generator``.
         out: the checkpoint folder to write.
         opt_file: the official ``opt.txt``, mapped to our config; or else
         config: a preset name or YAML file (exactly one of the two), with ``overrides``.
@@ -563,6 +564,8 @@ def import_official(generator=None, out=None, *, discriminator=None, encoder=Non
         state["netD"] = read_state_dict(discriminator)
     if encoder:
         state["netE"] = read_state_dict(encoder)
+    if ema:
+        state["netEMA"] = read_state_dict(ema)
     if not state:
         raise ValueError("nothing to import: give --generator and/or --discriminator / --encoder")
     nets = from_official(state, cfg)

@@ -16,10 +16,10 @@ import keras
 import tensorflow as tf
 
 from spade_tf.config import Config, Family, ModelConfig, PerfConfig, load_config, save_config
-from spade_tf.discriminator import discriminator_from_config
-from spade_tf.encoder import ConvEncoder, encoder_from_config
+from spade_tf.models.spade.discriminator import discriminator_from_config
+from spade_tf.models.spade.encoder import ConvEncoder, encoder_from_config
 from spade_tf.fileio import atomic_dir
-from spade_tf.generator import generator_from_config
+from spade_tf.models.spade.generator import generator_from_config
 from spade_tf.layers import count_params
 from spade_tf.models.oasis.discriminator import oasis_discriminator_from_config
 from spade_tf.models.oasis.generator import oasis_generator_from_config

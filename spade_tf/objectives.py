@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from spade_tf import losses
 from spade_tf.config import Config, Family
-from spade_tf.encoder import reparameterize
+from spade_tf.models.spade.encoder import reparameterize
 
 # Loss terms that are sums over the batch rather than means (see GauGAN._scale_for_replicas).
 SUM_TERMS = frozenset({"KLD"})

@@ -89,7 +89,7 @@ def _write_opt_txt(path, opt):
 
 def _check_imported_outputs(out_dir, fx):
     nets, config = load_networks(out_dir)
-    from spade_tf.encoder import reparameterize
+    from spade_tf.models.spade.encoder import reparameterize
     from spade_tf.semantics import to_semantics
 
     mu, logvar = nets.encoder(nchw_to_nhwc(fx["in/image"]))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spade_tf.discriminator import (MultiscaleDiscriminator, NLayerDiscriminator,
+from spade_tf.models.spade.discriminator import (MultiscaleDiscriminator, NLayerDiscriminator,
                                     avg_pool_3x3_s2_exclude_pad)
-from spade_tf.encoder import ConvEncoder
-from spade_tf.generator import SPADEGenerator
+from spade_tf.models.spade.encoder import ConvEncoder
+from spade_tf.models.spade.generator import SPADEGenerator
 from spade_tf.layers import (SPADE, AffineNorm, InstanceNormalization, SPADEResBlock, SpectralConv2D,
                              TorchBatchNorm, TorchConv2D, legacy_nearest_resize, make_initializer)
 

@@ -168,3 +168,161 @@ def test_f_round_trip_to_official(fix_f, nets_f):
     for net in state:
         for key, value in state[net].items():
             np.testing.assert_allclose(value, fix_f.state[net][key], rtol=0, atol=0, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- the whole path
+
+LIGHT_STEPS = 120
+LIGHT_SET = ["--set", "data.synth_train_size=64", "--set", "data.synth_val_size=16",
+             # a short run: an average over ~10 steps, so that the averaged G has moved
+             "--set", "train.ema_decay=0.9"]
+
+
+@pytest.fixture(scope="module")
+def light(tmp_path_factory):
+    """``spade-tf train --config oasis_light`` for LIGHT_STEPS steps, then ``spade-tf export``
+    with fp32 and full int8 (CLI subprocesses, as a user runs them)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = tmp_path_factory.mktemp("oasis_light")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    run, out = root / "run", root / "export"
+    proc = subprocess.run([sys.executable, "-m", "spade_tf", "train", "--config", "oasis_light",
+                           "--workdir", str(run), "--max-steps", str(LIGHT_STEPS), *LIGHT_SET],
+                          capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "spade_tf", "export", "--checkpoint", str(run),
+                           "--out", str(out), "--tflite", "fp32,int8"],
+                          capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "spade" / "1-export.json").read_text())
+    return dict(root=root, run=run, out=out, env=env, report=report,
+                saved_model=out / "spade" / "1", tflite=out / "spade" / "1-tflite")
+
+
+@pytest.mark.slow
+def test_oasis_light_exports_ema_weights_noise_signatures_and_full_int8(light):
+    report = light["report"]
+    assert report["weights"].startswith("ema_generator (decay 0.9; BN statistics refreshed over")
+    assert set(report["signatures"]) == {"serving_default", "png", "seed", "noise", "noise_map"}
+    int8 = report["tflite"]["int8"]
+    assert "refused" not in int8 and int8["psnr_db_vs_fp32"] >= 30.0, int8
+    assert report["tflite"]["fp32"]["max_abs_levels_vs_keras"] <= 1
+    assert (light["tflite"] / "spade_int8.tflite").is_file()
+
+
+@pytest.mark.slow
+def test_oasis_saved_model_noise_is_a_seed_a_vector_or_a_map(light):
+    from spade_tf.export import TFLiteRunner, latent_from_seed
+    from spade_tf.synthesize import load_synthesizer
+
+    loaded = tf.saved_model.load(str(light["saved_model"]))
+    synth = load_synthesizer(light["saved_model"])
+    label = np.zeros((2, 64, 64), np.int32)
+    label[:, 32:] = 3
+    label[1, :, 40:] = 6
+    inst = label.copy()
+    sigs = loaded.signatures
+    seeded = sigs["seed"](label=tf.constant(label), instance=tf.constant(inst),
+                          seed=tf.constant([1, 2], tf.int64))["image"].numpy()
+    z = tf.stack([latent_from_seed(1, 64), latent_from_seed(2, 64)])
+    vec = sigs["noise"](label=tf.constant(label), instance=tf.constant(inst), noise=z)["image"].numpy()
+    noise_map = tf.broadcast_to(z[:, None, None, :], (2, 64, 64, 64))
+    mapped = sigs["noise_map"](label=tf.constant(label), instance=tf.constant(inst),
+                               noise_map=noise_map)["image"].numpy()
+    np.testing.assert_array_equal(seeded, vec)
+    np.testing.assert_array_equal(seeded, mapped)
+    assert np.abs(seeded[0].astype(int) - sigs["seed"](
+        label=tf.constant(label[:1]), instance=tf.constant(inst[:1]),
+        seed=tf.constant([7], tf.int64))["image"].numpy()[0]).mean() > 0.5  # other noise, other image
+    default = sigs["serving_default"](label=tf.constant(label), instance=tf.constant(inst))["image"]
+    seed0 = sigs["seed"](label=tf.constant(label), instance=tf.constant(inst),
+                         seed=tf.constant([0, 0], tf.int64))["image"]
+    np.testing.assert_array_equal(default.numpy(), seed0.numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="noise_map must be float32"):
+        sigs["noise_map"](label=tf.constant(label), instance=tf.constant(inst),
+                          noise_map=noise_map[:, :32])
+    # the .tflite takes the noise as a map, and synthesize feeds it the same noise
+    runner = TFLiteRunner(light["tflite"] / "spade_fp32.tflite")
+    tfl = runner(label=label, instance=inst, noise=noise_map.numpy())
+    assert np.abs(tfl.astype(int) - seeded.astype(int)).max() <= 1
+    assert np.abs(synth(label, inst, z.numpy()).astype(int) - seeded.astype(int)).max() == 0
+
+
+@pytest.mark.slow
+def test_oasis_synthesize_seed_gives_the_same_images_from_every_kind_of_model(light, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    label = np.zeros((64, 64), np.uint8)
+    label[:20] = 0  # sky
+    label[20:40] = 2  # mountain
+    label[40:] = 3  # grass
+    label[44:60, 10:30] = 6  # a building
+    Image.fromarray(label).save(tmp_path / "scene.png")
+    Image.fromarray(label).save(tmp_path / "scene_inst.png")
+    outs = {}
+    for kind, model in (("checkpoint", light["run"]), ("saved_model", light["saved_model"]),
+                        ("tflite", light["tflite"] / "spade_fp32.tflite")):
+        out = tmp_path / kind
+        proc = subprocess.run([sys.executable, "-m", "spade_tf", "synthesize", "--model", str(model),
+                               "--labels", str(tmp_path / "scene.png"), "--instance",
+                               str(tmp_path / "scene_inst.png"), "--out", str(out), "--seed", "3",
+                               "--num-samples", "2"], capture_output=True, text=True, timeout=600,
+                              env=light["env"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[kind] = [np.asarray(Image.open(out / f"scene_s{k}.png")).astype(int) for k in (0, 1)]
+        assert (out / "sheet.png").is_file()
+    ref = outs["saved_model"]
+    assert np.abs(ref[0] - ref[1]).mean() > 0.5  # seeds 3 and 4: two looks
+    assert np.abs(outs["tflite"][0] - ref[0]).max() <= 1
+    # the checkpoint refreshes the averaged G's statistics itself: the same batches, float rounding
+    assert np.abs(outs["checkpoint"][0] - ref[0]).max() <= 2
+
+
+def _region_change_fraction(generator, config, noise_dim, images=8):
+    """For ``images`` validation maps: a 3D noise map that differs from a per-image vector only
+    inside one class's pixels (a class of middling area); the share of the image change
+    (summed |difference|) that falls inside that region, and the region's share of the area."""
+    from spade_tf.data import build_dataset
+
+    b = next(iter(build_dataset(config, "val", batch_size=images, training=False)))
+    sem = to_semantics(b["label"], b.get("instance"), config=config)
+    labels = b["label"].numpy()
+    rng = np.random.default_rng(0)
+    inside, area = [], []
+    h, w = labels.shape[1:]
+    for i in range(images):
+        classes, counts = np.unique(labels[i], return_counts=True)
+        c = classes[np.argsort(counts)[len(counts) // 2]]
+        region = labels[i] == c
+        base = np.broadcast_to(rng.standard_normal((1, 1, 1, noise_dim)), (1, h, w, noise_dim))
+        edited = base.copy()
+        edited[0][region] = rng.standard_normal(noise_dim)
+        a = generator(sem[i:i + 1], noise=tf.constant(base, tf.float32)).numpy()
+        e = generator(sem[i:i + 1], noise=tf.constant(edited, tf.float32)).numpy()
+        change = np.abs(a - e).sum(-1)[0]
+        inside.append(change[region].sum() / change.sum())
+        area.append(region.mean())
+    return float(np.mean(inside)), float(np.mean(area))
+
+
+@pytest.mark.slow
+def test_a_noise_map_edited_inside_one_class_changes_the_image_mostly_there(light):
+    """The OASIS paper's local editing (Sec. 3.3): re-drawing the 3D noise inside one class's
+    region changes the trained model's image mostly inside that region."""
+    from spade_tf.ema import inference_generator
+    from spade_tf.networks import load_networks
+
+    nets, config = load_networks(light["run"], generator=True, discriminator=False)
+    generator, _ = inference_generator(nets, config)
+    inside, area = _region_change_fraction(generator, config, config.model.z_dim)
+    print(f"share of the change inside the edited region: {inside:.3f} (its area: {area:.3f})")
+    assert inside >= 0.5 and inside >= 3 * area, (inside, area)

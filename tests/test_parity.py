@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from conftest import import_fixture, nchw_to_nhwc
 from spade_tf import losses
-from spade_tf.encoder import reparameterize
+from spade_tf.models.spade.encoder import reparameterize
 from spade_tf.semantics import to_semantics
 
 ATOL = 1e-4

@@ -262,7 +262,7 @@ def test_discriminator_and_encoder_optimisations_are_exact(float64, option):
 
 
 def test_shared_labels_need_an_image_batch_that_is_a_multiple():
-    from spade_tf.discriminator import add_shared_labels
+    from spade_tf.models.spade.discriminator import add_shared_labels
 
     with pytest.raises(ValueError, match=r"image batch \(3\).*label batch \(2\)"):
         add_shared_labels(tf.zeros((3, 4, 4, 1)), tf.zeros((2, 4, 4, 1)))
