@@ -207,8 +207,8 @@ def cmd_evaluate(args) -> int:
     r = evaluate(args.checkpoint, args.out, segmenter=args.segmenter, extractor=args.extractor,
                  inception_weights=args.inception_weights, overrides=args.overrides,
                  split=args.split, batch_size=args.batch_size, max_images=args.max_images,
-                 progress=not args.quiet)
-    print(f"evaluated {r['images']} {r['split']} images of {args.checkpoint}")
+                 progress=not args.quiet, weights=args.weights)
+    print(f"evaluated {r['images']} {r['split']} images of {args.checkpoint} ({r['weights']})")
     if "segmentation" in r:
         g, c = r["segmentation"]["generated"], r["segmentation"]["real_ceiling"]
         print(f"  mIoU {g['miou']:.4f} (real images: {c['miou']:.4f}), pixel accuracy "
@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of the checkpoint, e.g. data.root=...")
     p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--weights", default="auto", choices=["auto", "generator", "ema"],
+                   help="which generator: auto = the moving average when the checkpoint has "
+                        "one (train.ema_decay > 0), else G; generator / ema to compare them")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N images only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

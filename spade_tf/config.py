@@ -392,6 +392,9 @@ class TrainConfig:
     # exponential moving average of G's weights (OASIS' --EMA_decay; 0 = off): kept beside G,
     # checkpointed, and what export, synthesize, evaluate and the studio use when present
     ema_decay: float = 0.0
+    # the decay grows as (1 + step) / (10 + step) up to ema_decay, so that short runs are not
+    # averaged with their initial weights (OASIS has no warm-up: false reproduces it)
+    ema_warmup: bool = True
     ema_stat_batches: int = 50  # training batches that refresh the averaged G's BN statistics
     niter: int = 50  # --niter: epochs at constant lr
     niter_decay: int = 0  # --niter_decay: epochs of linear decay to 0 after niter

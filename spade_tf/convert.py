@@ -454,7 +454,7 @@ def _config_from_oasis(options: Mapping[str, Any], base: Config | None) -> Confi
     ``train.ema_decay``; ``add_vgg_loss`` off gives ``lambda_vgg`` 0."""
     updates: dict[str, dict[str, Any]] = {
         "model": {"generator": "oasis", "use_instance": False, "use_vae": False},
-        "train": {"ttur": False, "niter_decay": 0}}
+        "train": {"ttur": False, "niter_decay": 0, "ema_warmup": False}}
     unknown = []
     for name, value in options.items():
         if name in _OASIS_DIRECT:

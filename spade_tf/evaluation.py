@@ -215,7 +215,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
              extractor: Optional[str] = None, inception_weights: Optional[str] = None,
              overrides=(), split: str = "val", batch_size: int = 8, max_images: Optional[int] = None,
              kid_subsets: int = 100, kid_subset_size: int = 1000, grid_rows: int = 8,
-             progress: bool = True) -> dict:
+             progress: bool = True, weights: str = "auto") -> dict:
     """Generates images for ``split`` from the checkpoint and writes ``metrics.json``,
     ``report.html`` and ``report.png`` (label | generated | real rows) to ``out``.
 
@@ -233,6 +233,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
         split, batch_size, max_images: what to generate.
         kid_subsets, kid_subset_size: KID's subsets (the size is capped at half the images).
         grid_rows: examples in the picture grid.
+        weights: ``auto`` (the moving average of G when the checkpoint has one, else G),
+            ``generator`` or ``ema`` (to compare the two on one run).
 
     Returns the metrics dict (as written to metrics.json).
     """
@@ -243,7 +245,12 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
     from spade_tf.networks import load_networks
     from PIL import Image
 
-    networks, config = load_networks(checkpoint, generator=True, discriminator=False)
+    if weights not in ("auto", "generator", "ema"):
+        raise ValueError(f"weights={weights!r}: choose auto, generator or ema")
+    networks, config = load_networks(checkpoint, generator=True, discriminator=False,
+                                     ema_generator=True if weights == "ema" else None)
+    if weights == "generator":
+        networks.ema_generator = None
     config = apply_overrides(config, overrides)
     n_cls = config.model.num_classes
     seg = load_segmenter(segmenter, n_cls) if segmenter else None

@@ -176,7 +176,9 @@ class GauGAN(MultiWorkerFitFixes, keras.Model):
         logs.update(d_terms)
         if self.ema_generator is not None:
             # OASIS' update_EMA: every float variable of G (weights, BN statistics, u, v)
-            update_moving_average(self.ema_generator, self.generator, self.config.train.ema_decay)
+            t = self.config.train
+            update_moving_average(self.ema_generator, self.generator, t.ema_decay,
+                                  step=self.iterations_done if t.ema_warmup else None)
         self.iterations_done.assign_add(1)
         return self._track(logs, g_weight=g_ran)
 

@@ -226,6 +226,15 @@ def test_clade_with_icpe_on_two_loopback_workers_matches_one_process_in_float64(
 
 
 @pytest.mark.slow
+def test_oasis_with_ema_on_two_loopback_workers_matches_one_process_in_float64(tmp_path):
+    """OASIS (class weights and LabelMix over the global batch, noise drawn for it) and the
+    moving average of G under MultiWorkerMirroredStrategy (its files hold the average too)."""
+    worst = _workers_vs_one_process(tmp_path, "float64",
+                                    "model.generator=oasis model.z_dim=8 train.ema_decay=0.5")
+    assert worst[1] <= 1e-10 and worst[2] <= 1e-10, worst
+
+
+@pytest.mark.slow
 def test_two_loopback_workers_match_one_process_in_float32(tmp_path):
     """The same in float32, as users train. Step 1 agrees to rounding (seen 2.4e-7). On the
     second global batch the float32 runs differ by up to 7.1e-5 (BN moving variances of O(1);
@@ -364,7 +373,11 @@ def _write(tmp_path, text):
 @pytest.mark.parametrize("switches", [["train.precision=mixed_float16", "train.jit_compile=true"],
                                       ["train.precision=mixed_bfloat16"],
                                       ["train.precision=mixed_float16", "model.norm_mode=clade",
-                                       "model.clade_positional=true"]])
+                                       "model.clade_positional=true"],
+                                      # OASIS with its moving average, in float16 with loss
+                                      # scaling (the average stays float32)
+                                      ["train.precision=mixed_float16", "model.generator=oasis",
+                                       "model.z_dim=8", "train.ema_decay=0.9"]])
 def test_precision_and_xla_switches_train(tmp_path, train_cfg, switches):
     # Its own process: the dtype policy is global. float16 also exercises the loss scaling.
     sets = [a for s in switches for a in ("--set", s)]

@@ -11,8 +11,17 @@ import keras
 import tensorflow as tf
 
 from spade_tf.config import InitType, ModelConfig, PerfConfig
-from spade_tf.layers import TorchConv2D, leaky_relu, make_conv, upsample_nearest_2x
+from spade_tf.layers import LRELU_SLOPE, TorchConv2D, make_conv, upsample_nearest_2x
 from spade_tf.perf import resolve_perf
+
+
+def d_leaky_relu(x):
+    """LeakyReLU 0.2 as ``max(x, 0.2 x)``: the same values (0.2 x is the product LeakyRelu
+    computes), and the same gradient but at exactly 0. Grappler's remapper tries to fuse
+    Conv2D + bias + LeakyRelu here, fails on the training graph ("remapper failed: ... fanout
+    LeakyReluGrad exist for missing node"), prints that error at every trace and leaves the
+    whole graph unremapped; the max form matches no fusion pattern."""
+    return tf.maximum(x, LRELU_SLOPE * x)
 
 
 def avg_pool_2x2(x):
@@ -96,11 +105,11 @@ class ResidualBlockD(keras.layers.Layer):
         x_s = self._shortcut(x, training)
         dx = x
         if not self.first:
-            dx = leaky_relu(dx)
+            dx = d_leaky_relu(dx)
             if self.direction == "up":
                 dx = upsample_nearest_2x(dx)
         dx = self.conv1(dx, training=training)
-        dx = self.conv2(leaky_relu(dx), training=training)
+        dx = self.conv2(d_leaky_relu(dx), training=training)
         if self.direction == "down":
             dx = avg_pool_2x2(dx)
         return x_s + dx
