@@ -443,6 +443,36 @@ _OASIS_IGNORED = {
 }
 
 
+def _map_direct(name: str, value: Any, table: Mapping, updates: dict) -> bool:
+    """Puts ``name=value`` into ``updates`` through ``table`` (option -> section, field,
+    converter); False when ``table`` does not have it. An unset path option is skipped."""
+    if name not in table:
+        return False
+    section, field, convert = table[name]
+    if value is None or (section == "data" and str(value) in ("", "None")):
+        return True
+    try:
+        updates.setdefault(section, {})[field] = convert(value)
+    except ValueError as e:
+        raise ValueError(f"official option {name}={value!r}: {e}") from None
+    return True
+
+
+def _finish(options: Mapping[str, Any], updates: dict, unknown: list, base: Config | None,
+            where: str, implied_by: str) -> Config:
+    """The config of the mapped ``updates``; logs the ``unknown`` options and checks a given
+    ``semantic_nc`` against the one the options imply."""
+    if unknown:
+        log.info("%s not used by spade-tf: %s", where, ", ".join(sorted(unknown)))
+    config = merge_into(base or Config(), updates, where=where)
+    if "semantic_nc" in options:
+        want = int(options["semantic_nc"])
+        if want != config.model.semantic_channels:
+            raise ValueError(f"{where}: semantic_nc={want}, but {implied_by} give "
+                             f"{config.model.semantic_channels}")
+    return config
+
+
 def is_oasis_options(options: Mapping[str, Any]) -> bool:
     """Whether an option dict is boschresearch/OASIS' (its ``config.py``) rather than SPADE's."""
     return any(k in options for k in ("channels_G", "no_3dnoise", "lambda_labelmix", "EMA_decay"))
@@ -457,15 +487,9 @@ def _config_from_oasis(options: Mapping[str, Any], base: Config | None) -> Confi
         "train": {"ttur": False, "niter_decay": 0, "ema_warmup": False}}
     unknown = []
     for name, value in options.items():
-        if name in _OASIS_DIRECT:
-            section, field, convert = _OASIS_DIRECT[name]
-            if value is None or (section == "data" and str(value) in ("", "None")):
-                continue
-            try:
-                updates.setdefault(section, {})[field] = convert(value)
-            except ValueError as e:
-                raise ValueError(f"official option {name}={value!r}: {e}") from None
-        elif name == "no_spectral_norm":
+        if _map_direct(name, value, _OASIS_DIRECT, updates):
+            continue
+        if name == "no_spectral_norm":
             spectral = not _as_bool(value)
             updates["model"].update(generator_spectral=spectral, disc_spectral=spectral)
         elif name not in _OASIS_IGNORED and name not in ("EMA_decay", "no_EMA", "add_vgg_loss"):
@@ -480,15 +504,8 @@ def _config_from_oasis(options: Mapping[str, Any], base: Config | None) -> Confi
         updates["train"]["ema_decay"] = float(options["EMA_decay"])
     if "add_vgg_loss" in options and not _as_bool(options["add_vgg_loss"]):
         updates.setdefault("loss", {})["lambda_vgg"] = 0.0
-    if unknown:
-        log.info("OASIS options not used by spade-tf: %s", ", ".join(sorted(unknown)))
-    config = merge_into(base or Config(), updates, where="OASIS options")
-    if "semantic_nc" in options:
-        want = int(options["semantic_nc"])
-        if want != config.model.semantic_channels:
-            raise ValueError(f"OASIS options: semantic_nc={want}, but label_nc and "
-                             f"contain_dontcare_label give {config.model.semantic_channels}")
-    return config
+    return _finish(options, updates, unknown, base, "OASIS options",
+                   "label_nc and contain_dontcare_label")
 
 
 def config_from_official(options: Mapping[str, Any], base: Config | None = None) -> Config:
@@ -505,15 +522,9 @@ def config_from_official(options: Mapping[str, Any], base: Config | None = None)
     updates: dict[str, dict[str, Any]] = {}
     unknown = []
     for name, value in options.items():
-        if name in _DIRECT:
-            section, field, convert = _DIRECT[name]
-            if value is None or (section == "data" and str(value) in ("", "None")):
-                continue  # an unset path option
-            try:
-                updates.setdefault(section, {})[field] = convert(value)
-            except ValueError as e:
-                raise ValueError(f"official option {name}={value!r}: {e}") from None
-        elif name in ("norm_G", "norm_D", "norm_E"):
+        if _map_direct(name, value, _DIRECT, updates):
+            continue
+        if name in ("norm_G", "norm_D", "norm_E"):
             spectral, norm, kernel = _norm_option(value, name, allowed_spade=name == "norm_G")
             if name == "norm_G":
                 updates.setdefault("model", {}).update(generator_spectral=spectral, spade_norm=norm,
@@ -524,16 +535,8 @@ def config_from_official(options: Mapping[str, Any], base: Config | None = None)
                 updates.setdefault("model", {}).update(encoder_spectral=spectral, encoder_norm=norm)
         elif name not in _IGNORED:
             unknown.append(name)
-    if unknown:
-        log.info("official options not used by spade-tf: %s", ", ".join(sorted(unknown)))
-    config = merge_into(base or Config(), updates, where="official options")
-    if "semantic_nc" in options:
-        want = int(options["semantic_nc"])
-        if want != config.model.semantic_channels:
-            raise ValueError(f"official options: semantic_nc={want}, but label_nc, "
-                             f"contain_dontcare_label and no_instance give "
-                             f"{config.model.semantic_channels}")
-    return config
+    return _finish(options, updates, unknown, base, "official options",
+                   "label_nc, contain_dontcare_label and no_instance")
 
 
 def import_official(generator=None, out=None, *, discriminator=None, encoder=None, ema=None,

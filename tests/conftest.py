@@ -26,6 +26,13 @@ def nchw_to_nhwc(x):
     return np.transpose(x, (0, 2, 3, 1))
 
 
+def max_err(ours, ref) -> float:
+    """The largest absolute difference, after checking that the shapes agree."""
+    ours = np.asarray(ours)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    return float(np.max(np.abs(ours - ref)))
+
+
 class Fixture:
     """An official-parity ``.npz``: its arrays, meta, and the state dict per net."""
 

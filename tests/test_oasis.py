@@ -7,18 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import import_fixture, nchw_to_nhwc
+from conftest import import_fixture, max_err, nchw_to_nhwc
 from spade_tf import losses
 from spade_tf.config import Family, load_config
 from spade_tf.semantics import to_semantics
 
 ATOL = 1e-4
-
-
-def _err(ours, ref):
-    ours = np.asarray(ours)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.max(np.abs(ours - ref)))
 
 
 def _inputs(fx, config):
@@ -58,19 +52,19 @@ def test_f_generator_eval_every_activation_and_ema(fix_f, nets_f):
     nets, config = nets_f
     sem, z, _, _ = _inputs(fix_f, config)
     image, acts = nets.generator(sem, noise=z, training=False, return_activations=True)
-    assert _err(image, nchw_to_nhwc(fix_f["out/fake_eval"])) <= ATOL
+    assert max_err(image, nchw_to_nhwc(fix_f["out/fake_eval"])) <= ATOL
     keys = [k for k in fix_f.keys("act/") if k != "act/body.0.norm_0"]
     assert len(keys) == 9  # fc_in, fc, body.0-5, conv_img
     for key in keys:
-        assert _err(acts[key[4:]], nchw_to_nhwc(fix_f[key])) <= ATOL, key
+        assert max_err(acts[key[4:]], nchw_to_nhwc(fix_f[key])) <= ATOL, key
     # the same noise as a 3D map: what the official code draws, broadcast
     noise = tf.constant(nchw_to_nhwc(fix_f["in/noise"]))
-    assert _err(nets.generator(sem, noise=noise), nchw_to_nhwc(fix_f["out/fake_eval"])) <= ATOL
+    assert max_err(nets.generator(sem, noise=noise), nchw_to_nhwc(fix_f["out/fake_eval"])) <= ATOL
     seg = tf.concat([noise, sem], -1)  # noise first, then the one-hot
     first = nets.generator.body_0.norm_0(tf.constant(nchw_to_nhwc(fix_f["act/fc"])), seg)
-    assert _err(first, nchw_to_nhwc(fix_f["act/body.0.norm_0"])) <= ATOL
+    assert max_err(first, nchw_to_nhwc(fix_f["act/body.0.norm_0"])) <= ATOL
     ema = nets.ema_generator(sem, noise=z, training=False)
-    assert _err(ema, nchw_to_nhwc(fix_f["out/fake_ema_eval"])) <= ATOL
+    assert max_err(ema, nchw_to_nhwc(fix_f["out/fake_ema_eval"])) <= ATOL
 
 
 def test_f_generator_train_mode(fix_f):
@@ -78,7 +72,7 @@ def test_f_generator_train_mode(fix_f):
     sem, z, _, _ = _inputs(fix_f, config)
     before = nets.generator.body_0.conv_0.u.numpy().copy()
     image = nets.generator(sem, noise=z, training=True)
-    assert _err(image, nchw_to_nhwc(fix_f["out/fake_train"])) <= ATOL
+    assert max_err(image, nchw_to_nhwc(fix_f["out/fake_train"])) <= ATOL
     assert not np.array_equal(before, nets.generator.body_0.conv_0.u.numpy())
 
 
@@ -87,7 +81,7 @@ def _d_eval(fx, nets_and_config):
     sem, _, real, mask = _inputs(fx, config)
     fake = tf.constant(nchw_to_nhwc(fx["out/fake_eval"]))
     mixed = losses.labelmix_images(mask, real, fake)
-    assert _err(mixed, nchw_to_nhwc(fx["in/mixed_image"])) <= ATOL
+    assert max_err(mixed, nchw_to_nhwc(fx["in/mixed_image"])) <= ATOL
     out = {}
     for kind, x in (("fake", fake), ("real", real), ("mixed", mixed)):
         out[kind] = nets.discriminator(x, training=False, return_activations=True)
@@ -99,18 +93,18 @@ def test_f_discriminator_blocks_and_logits(fix_f, nets_f):
     for kind in ("fake", "real", "mixed"):
         logits, acts = out[kind]
         assert logits.shape[-1] == 7  # N+1: channel 0 = fake
-        assert _err(logits, nchw_to_nhwc(fix_f[f"d/{kind}/logits"])) <= ATOL, kind
+        assert max_err(logits, nchw_to_nhwc(fix_f[f"d/{kind}/logits"])) <= ATOL, kind
         keys = fix_f.keys(f"d/{kind}/body")
         assert len(keys) == (12 if kind != "mixed" else 0)
         for key in keys:
-            assert _err(acts[key.split("/")[-1]], nchw_to_nhwc(fix_f[key])) <= ATOL, key
+            assert max_err(acts[key.split("/")[-1]], nchw_to_nhwc(fix_f[key])) <= ATOL, key
 
 
 def test_f_class_weights_targets_and_losses(fix_f, nets_f):
     sem, mask, out = _d_eval(fix_f, nets_f)
     np.testing.assert_allclose(losses.oasis_class_weights(sem).numpy(),
                                fix_f["loss/class_weights"], rtol=1e-5, atol=1e-6)
-    assert _err(losses.oasis_weight_map(sem), fix_f["loss/weight_map"]) <= ATOL
+    assert max_err(losses.oasis_weight_map(sem), fix_f["loss/weight_map"]) <= ATOL
     np.testing.assert_array_equal(losses.oasis_targets(sem).numpy(), fix_f["loss/target_real"])
     ours = losses.oasis_losses(out["fake"][0], out["real"][0], out["mixed"][0], sem, mask,
                                lambda_labelmix=nets_f[1].loss.lambda_labelmix)
@@ -456,4 +450,4 @@ def test_cli_imports_oasis_g_d_and_ema_with_its_opt_txt(tmp_path, fix_f):
     assert config.model.family is Family.OASIS and nets.ema_generator is not None
     sem = to_semantics(fix_f["in/label"][:, 0], config=config)
     ema = nets.inference_generator(sem, noise=tf.constant(fix_f["in/z"]), training=False)
-    assert _err(ema, nchw_to_nhwc(fix_f["out/fake_ema_eval"])) <= ATOL
+    assert max_err(ema, nchw_to_nhwc(fix_f["out/fake_ema_eval"])) <= ATOL

@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import import_fixture, nchw_to_nhwc
+from conftest import import_fixture, max_err, nchw_to_nhwc
 from spade_tf import losses
 from spade_tf.models.spade.encoder import reparameterize
 from spade_tf.semantics import to_semantics
 
 ATOL = 1e-4
-
-
-def _max_err(ours, ref):
-    ours = np.asarray(ours)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.max(np.abs(ours - ref)))
 
 
 def _semantics(fx, config):
@@ -38,12 +32,12 @@ def _check_generator_eval(fx, nets_and_config):
     nets, config = nets_and_config
     image, acts = nets.generator(_semantics(fx, config), training=False,
                                  return_activations=True)
-    assert _max_err(image, nchw_to_nhwc(fx["out/fake_eval"])) <= ATOL
+    assert max_err(image, nchw_to_nhwc(fx["out/fake_eval"])) <= ATOL
     act_keys = [k for k in fx.keys("act/") if k != "act/head_0.norm_0"]
     assert len(act_keys) == 9  # fc, head_0, G_middle_0/1, up_0..3, conv_img
     for key in act_keys:
         name = key[len("act/"):]
-        assert _max_err(acts[name], nchw_to_nhwc(fx[key])) <= ATOL, name
+        assert max_err(acts[name], nchw_to_nhwc(fx[key])) <= ATOL, name
 
 
 def test_a_generator_eval_and_every_activation(fix_a, nets_a):
@@ -55,7 +49,7 @@ def test_a_first_spade_layer(fix_a, nets_a):
     sem = _semantics(fix_a, config)
     fc = tf.constant(nchw_to_nhwc(fix_a["act/fc"]))
     out = nets.generator.head_0.norm_0(fc, sem, training=False)
-    assert _max_err(out, nchw_to_nhwc(fix_a["act/head_0.norm_0"])) <= ATOL
+    assert max_err(out, nchw_to_nhwc(fix_a["act/head_0.norm_0"])) <= ATOL
 
 
 def test_a_generator_train_mode(fix_a):
@@ -63,7 +57,7 @@ def test_a_generator_train_mode(fix_a):
     nets, config = import_fixture(fix_a)
     before = nets.generator.head_0.conv_0.u.numpy().copy()
     image = nets.generator(_semantics(fix_a, config), training=True)
-    assert _max_err(image, nchw_to_nhwc(fix_a["out/fake_train"])) <= ATOL
+    assert max_err(image, nchw_to_nhwc(fix_a["out/fake_train"])) <= ATOL
     # ...and it did run a power iteration (fake_train differs from fake_eval by ~0.9).
     assert not np.array_equal(before, nets.generator.head_0.conv_0.u.numpy())
 
@@ -88,7 +82,7 @@ def _check_discriminator_features(fx, nets_and_config):
         for s in range(2):
             for layer in range(5):
                 key = f"d/{kind}/{s}/{layer}"
-                assert _max_err(outs[s][layer], nchw_to_nhwc(fx[key])) <= ATOL, key
+                assert max_err(outs[s][layer], nchw_to_nhwc(fx[key])) <= ATOL, key
 
 
 def test_a_discriminator_features(fix_a, nets_a):
@@ -120,19 +114,19 @@ def test_c_semantics_with_dontcare(fix_c, nets_c):
 def test_c_encoder_generator_eval_and_kld(fix_c, nets_c):
     nets, config = nets_c
     mu, logvar = nets.encoder(nchw_to_nhwc(fix_c["in/image"]), training=False)
-    assert _max_err(mu, fix_c["out/mu"]) <= ATOL
-    assert _max_err(logvar, fix_c["out/logvar"]) <= ATOL
+    assert max_err(mu, fix_c["out/mu"]) <= ATOL
+    assert max_err(logvar, fix_c["out/logvar"]) <= ATOL
     z = reparameterize(mu, logvar, fix_c["in/eps"])
-    assert _max_err(z, fix_c["out/z"]) <= ATOL
+    assert max_err(z, fix_c["out/z"]) <= ATOL
     image, acts = nets.generator(_semantics(fix_c, config), z=z, training=False,
                                  return_activations=True)
-    assert _max_err(image, nchw_to_nhwc(fix_c["out/fake_eval"])) <= ATOL
-    assert _max_err(acts["fc"], fix_c["act/fc"]) <= ATOL  # the flat Linear output
+    assert max_err(image, nchw_to_nhwc(fix_c["out/fake_eval"])) <= ATOL
+    assert max_err(acts["fc"], fix_c["act/fc"]) <= ATOL  # the flat Linear output
     for key in fix_c.keys("act/"):
         name = key[len("act/"):]
         if name in ("fc", "head_0.norm_0"):
             continue
-        assert _max_err(acts[name], nchw_to_nhwc(fix_c[key])) <= ATOL, name
+        assert max_err(acts[name], nchw_to_nhwc(fix_c[key])) <= ATOL, name
     kld = losses.kl_divergence(mu, logvar) * config.loss.lambda_kld
     ref = float(fix_c["loss/KLD"])
     assert abs(float(kld) - ref) <= 1e-4 * abs(ref)
@@ -142,9 +136,9 @@ def test_c_train_mode(fix_c):
     nets, config = import_fixture(fix_c)
     mu, logvar = nets.encoder(nchw_to_nhwc(fix_c["in/image"]), training=True)
     z = reparameterize(mu, logvar, fix_c["in/eps"])
-    assert _max_err(z, fix_c["out/z_train"]) <= ATOL
+    assert max_err(z, fix_c["out/z_train"]) <= ATOL
     image = nets.generator(_semantics(fix_c, config), z=z, training=True)
-    assert _max_err(image, nchw_to_nhwc(fix_c["out/fake_train"])) <= ATOL
+    assert max_err(image, nchw_to_nhwc(fix_c["out/fake_train"])) <= ATOL
 
 
 # ----------------------------------------------------------------------------- fixture D (CLADE)
@@ -162,13 +156,13 @@ def test_d_generator_eval_and_every_activation(fix_d, nets_d):
     nets, config = nets_d
     first = nets.generator.head_0.norm_0(tf.constant(nchw_to_nhwc(fix_d["act/fc"])),
                                          _semantics(fix_d, config), training=False)
-    assert _max_err(first, nchw_to_nhwc(fix_d["act/head_0.norm_0"])) <= ATOL
+    assert max_err(first, nchw_to_nhwc(fix_d["act/head_0.norm_0"])) <= ATOL
 
 
 def test_d_generator_train_mode(fix_d):
     nets, config = import_fixture(fix_d)
     image = nets.generator(_semantics(fix_d, config), training=True)
-    assert _max_err(image, nchw_to_nhwc(fix_d["out/fake_train"])) <= ATOL
+    assert max_err(image, nchw_to_nhwc(fix_d["out/fake_train"])) <= ATOL
 
 
 def test_d_discriminator_features_and_losses(fix_d, nets_d):
