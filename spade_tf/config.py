@@ -474,6 +474,10 @@ class PerfConfig:
     # CLADE's per-class gamma/beta: argmax + gather (the reference's form; TFLite builtins) or a
     # 1x1 conv of the one-hot map (one matmul); the same numbers for one-hot maps
     clade_lookup: CladeLookup = CladeLookup.AUTO
+    # OASIS: SPADE's first conv reads the noise apart from the label map: a per-image noise
+    # vector on a 3x3 map (its border and interior outputs), the label map by label_conv's
+    # lookups; the reference concatenates both at full size for one dense conv
+    broadcast_noise: Toggle = Toggle.AUTO
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")

@@ -26,6 +26,7 @@ from keras import ops
 
 from spade_tf.config import FilterGradient, InitType, LabelConv, NormLayer, SpadeNorm
 from spade_tf.kernels.class_tables import class_lookup
+from spade_tf.kernels.constant_map_conv import constant_map_conv
 from spade_tf.kernels.conv_gradients import conv2d_forward_gradients
 from spade_tf.kernels.norm_gradients import modulate, normalize_closed_form
 from spade_tf.kernels.onehot_conv import onehot_conv, onehot_indices
@@ -616,8 +617,12 @@ class SPADE(keras.layers.Layer):
         init_gain: ``--init_variance``.
         onehot_channels: how many leading channels of the label map are one-hot (the classes
             and dontcare); None: unknown, the shared conv stays dense.
+        noise_channels: (OASIS) the shared conv also reads this many noise channels, before
+            the label map's (OASIS' ``cat(noise, semantics)``); the call then takes ``noise``.
         perf: how it computes (``PerfConfig``, resolved for the device; not part of the
-            config): ``label_conv`` (how the shared conv reads the one-hot channels,
+            config): ``broadcast_noise`` (OASIS' noise vector through the shared conv on a
+            (2p+1)^2 map, apart from the label map, which then takes the lookups),
+            ``label_conv`` (how the shared conv reads the one-hot channels,
             ``kernels.onehot_conv``), ``fuse_gamma_beta`` (mlp_gamma and mlp_beta as one conv
             with 2C outputs), ``filter_gradient``, ``closed_form_gradients`` (hand-written
             training gradients for the norm and the modulation, ``kernels.norm_gradients``)
@@ -640,10 +645,13 @@ class SPADE(keras.layers.Layer):
         regions: ``kernels.regions.LabelRegions`` of the label map at x's resolution: gamma
             and beta by ``regional_conv`` where worth it (``perf.uniform_regions``); None:
             dense convs.
+        noise: (``noise_channels``) OASIS' noise: [N, Z] per image, or a map [N, H', W', Z]
+            at any resolution (resized like the label map).
     """
 
     def __init__(self, norm_type="sync_batch", kernel_size=3, hidden_filters=128,
-                 init_type="xavier", init_gain=0.02, onehot_channels=None, perf=None, **kwargs):
+                 init_type="xavier", init_gain=0.02, onehot_channels=None, noise_channels=0,
+                 perf=None, **kwargs):
         pop_legacy_perf_keys(kwargs, type(self).__name__)
         super().__init__(**kwargs)
         self.perf = resolve_perf(perf)
@@ -653,6 +661,7 @@ class SPADE(keras.layers.Layer):
         self.init_type = str(InitType.parse(init_type, "init_type"))
         self.init_gain = float(init_gain)
         self.onehot_channels = None if onehot_channels is None else int(onehot_channels)
+        self.noise_channels = int(noise_channels)
 
     def build(self, x_shape, segmap_shape):
         # Sublayers are made here: gamma/beta need the channels of x, known only now.
@@ -665,7 +674,8 @@ class SPADE(keras.layers.Layer):
         self.mlp_gamma = TorchConv2D(c, k, padding=p, name="mlp_gamma", **init)
         self.mlp_beta = TorchConv2D(c, k, padding=p, name="mlp_beta", **init)
         self.param_free_norm.build(x_shape)
-        hw_seg = tuple(x_shape[:3]) + (int(segmap_shape[-1]),)
+        # OASIS: the noise channels come first (its seg = cat(noise, semantics))
+        hw_seg = tuple(x_shape[:3]) + (self.noise_channels + int(segmap_shape[-1]),)
         self.mlp_shared.build(hw_seg)
         hidden = tuple(x_shape[:3]) + (self.hidden_filters,)
         self.mlp_gamma.build(hidden)
@@ -676,18 +686,43 @@ class SPADE(keras.layers.Layer):
         conv = self.mlp_shared
         return ops.cast(conv.kernel, self.compute_dtype), ops.cast(conv.bias, self.compute_dtype)
 
-    def hidden_features(self, seg, indices=None):
+    def hidden_features(self, seg, indices=None, noise=None):
         """relu(mlp_shared(seg)) for a label map already at x's resolution (``indices``: its
-        ``onehot_indices``, needed for the lookup forms)."""
+        ``onehot_indices``, needed for the lookup forms). With ``noise_channels`` (OASIS),
+        ``noise`` is a vector [N, Z] per image or a map at x's resolution, the first channels
+        of mlp_shared's input, as OASIS' ``cat(noise, semantics)``."""
         kernel, bias = self.shared_kernel()
         if indices is None and self.perf.label_conv is not LabelConv.DENSE and self.onehot_channels:
             indices = onehot_indices(seg[..., :self.onehot_channels])
-        return ops.relu(label_map_conv(self.mlp_shared, kernel, bias, seg, indices,
-                                       self.onehot_channels, self.perf.label_conv))
+        nz = self.noise_channels
+        if not nz:
+            return ops.relu(label_map_conv(self.mlp_shared, kernel, bias, seg, indices,
+                                           self.onehot_channels, self.perf.label_conv))
+        if noise is None:
+            raise ValueError(f"{self.name}: this SPADE layer reads OASIS' noise "
+                             f"(noise_channels={nz}): pass noise=")
+        noise = ops.cast(noise, self.compute_dtype)
+        hw = seg.shape[1:3] if None not in seg.shape[1:3] else tf.shape(seg)[1:3]
+        if not self.perf.broadcast_noise:
+            # the reference's form: one conv of the concatenated map
+            if noise.shape.rank == 2:
+                noise = tf.broadcast_to(noise[:, None, None, :],
+                                        tf.concat([tf.shape(noise)[:1], hw, [nz]], 0))
+            return ops.relu(self.mlp_shared.convolve(ops.concatenate([noise, seg], -1), kernel)
+                            + bias)
+        # perf.broadcast_noise: the label map's part (by lookups where perf.label_conv says)
+        # plus the noise's part, for a vector on a (2p+1)^2 map (kernels.constant_map_conv)
+        y = label_map_conv(self.mlp_shared, kernel[:, :, nz:, :], bias, seg, indices,
+                           self.onehot_channels, self.perf.label_conv)
+        if noise.shape.rank == 2:
+            part = constant_map_conv(noise, kernel[:, :, :nz, :], (hw[0], hw[1]))
+        else:
+            part = self.mlp_shared.convolve(noise, kernel[:, :, :nz, :])
+        return ops.relu(y + tf.cast(part, y.dtype))
 
     def class_hidden(self, regions):
         """``class_hidden_features`` of this layer's shared conv, when ``regions`` are used."""
-        if regions is None or not self.onehot_channels:
+        if regions is None or not self.onehot_channels or self.noise_channels:
             return None
         kernel, bias = self.shared_kernel()
         return class_hidden_features(kernel, bias, self.onehot_channels)
@@ -721,14 +756,21 @@ class SPADE(keras.layers.Layer):
         hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
         return legacy_nearest_resize(ops.cast(segmap, self.compute_dtype), hw)
 
+    def _noise_at(self, noise, x):
+        """OASIS' noise for x's resolution: a vector as it is, a map resized (legacy nearest)."""
+        if noise is None or tf.convert_to_tensor(noise).shape.rank == 2:
+            return noise
+        return self._resized(noise, x)
+
     def call(self, x, segmap, training=False, hidden=None, activation_slope=None, indices=None,
-             regions=None):
+             regions=None, noise=None):
         if self.perf.sequential_inference and not training:
-            out = self._sequential_inference(x, segmap, hidden, indices, regions)
+            out = self._sequential_inference(x, segmap, hidden, indices, regions, noise)
         else:
             normalized = self.param_free_norm(x, training=training)
             if hidden is None:
-                hidden = self.hidden_features(self._resized(segmap, x), indices)
+                hidden = self.hidden_features(self._resized(segmap, x), indices,
+                                              self._noise_at(noise, x))
             gamma, beta = self.modulation(hidden, regions)
             if training and self.perf.closed_form_gradients:
                 return modulate(normalized, gamma, beta, activation_slope)
@@ -737,7 +779,7 @@ class SPADE(keras.layers.Layer):
             out = ops.leaky_relu(out, negative_slope=activation_slope)
         return out
 
-    def _sequential_inference(self, x, segmap, hidden, indices, regions=None):
+    def _sequential_inference(self, x, segmap, hidden, indices, regions=None, noise=None):
         """``call``'s modulation (before the activation) in inference mode, in a fixed order
         that holds at most x, the hidden features and one of gamma and beta besides the shortcut.
 
@@ -750,7 +792,8 @@ class SPADE(keras.layers.Layer):
         """
         with tf.control_dependencies([x]):
             if hidden is None:
-                hidden = self.hidden_features(self._resized(segmap, x), indices)
+                hidden = self.hidden_features(self._resized(segmap, x), indices,
+                                              self._noise_at(noise, x))
             class_hidden = self.class_hidden(regions)
             gamma = self._branch(self.mlp_gamma, hidden, class_hidden, regions, after=x)
         with tf.control_dependencies([gamma]):
@@ -766,7 +809,8 @@ class SPADE(keras.layers.Layer):
         config = super().get_config()
         config.update(norm_type=self.norm_type, kernel_size=self.kernel_size,
                       hidden_filters=self.hidden_filters, init_type=self.init_type,
-                      init_gain=self.init_gain, onehot_channels=self.onehot_channels)
+                      init_gain=self.init_gain, onehot_channels=self.onehot_channels,
+                      noise_channels=self.noise_channels)
         return config
 
 
@@ -835,10 +879,10 @@ class ClassAdaptiveNorm(keras.layers.Layer):
             one for dontcare).
         use_instance: the label map ends with an instance-edge channel (not ``--no_instance``).
         positional: ICPE (``--add_dist``): takes ``positional`` at call time.
-        noise_channels: (OASIS with CLADE) the label map starts with this many noise channels
-            (OASIS' 3D noise, before the one-hot); a 1x1 conv of them (``noise_conv``, zeros
-            at first) is added to beta, so that the noise modulates every layer per pixel as
-            it does through OASIS' SPADE convs. Our design: no reference combines the two.
+        noise_channels: (OASIS with CLADE) the call takes OASIS' noise (``noise``, this many
+            channels); a 1x1 conv of it (``noise_conv``) is added to beta, so that the noise
+            modulates every layer per pixel as it does through OASIS' SPADE convs. Our
+            design: no reference combines the two.
         init_type: ``--init_type`` for ``inst_conv``.
         init_gain: ``--init_variance``.
         perf: how the norm computes (see ``TorchBatchNorm``) and how the tables are read
@@ -854,6 +898,7 @@ class ClassAdaptiveNorm(keras.layers.Layer):
         segmap: NHWC semantic map (one-hot, then the instance-edge channel if any), any size.
         training: batch statistics when True.
         positional: NHWC [N, H', W', 2] intra-class offsets (ICPE models), any size.
+        noise: (``noise_channels``) OASIS' noise, [N, Z] or [N, H', W', Z] at any size.
     """
 
     def __init__(self, norm_type="sync_batch", onehot_channels=1, use_instance=False,
@@ -896,14 +941,19 @@ class ClassAdaptiveNorm(keras.layers.Layer):
                                           perf=self.perf, name="noise_conv")
             self.noise_conv.build(tuple(x_shape[:3]) + (self.noise_channels,))
 
-    def call(self, x, segmap, training=False, positional=None):
+    def call(self, x, segmap, training=False, positional=None, noise=None):
         normalized = self.param_free_norm(x, training=training)
         dt = normalized.dtype
         hw = x.shape[1:3] if None not in x.shape[1:3] else tf.shape(x)[1:3]
         seg = legacy_nearest_resize(segmap, hw)
-        noise = None
         if self.noise_channels:
-            noise, seg = seg[..., :self.noise_channels], seg[..., self.noise_channels:]
+            if noise is None:
+                raise ValueError(f"{self.name}: this CLADE layer reads OASIS' noise "
+                                 f"(noise_channels={self.noise_channels}): pass noise=")
+            noise = ops.cast(noise, dt)
+            # a vector: its 1x1 conv once per image, broadcast; a map: resized like the labels
+            noise = noise[:, None, None, :] if noise.shape.rank == 2 else legacy_nearest_resize(
+                noise, hw)
         # gamma[label], beta[label] with label = argmax over the one-hot channels: gathers, or
         # one 1x1 conv of the one-hot map (perf.clade_lookup; the same numbers)
         gamma, beta = class_lookup(seg[..., :self.onehot_channels],
@@ -916,8 +966,8 @@ class ClassAdaptiveNorm(keras.layers.Layer):
             dist = legacy_nearest_resize(ops.cast(positional, dt), hw)
             gamma = gamma * (1.0 + self.dist_conv_w(dist))
             beta = beta * (1.0 + self.dist_conv_b(dist))
-        if noise is not None:
-            beta = beta + self.noise_conv(ops.cast(noise, dt))
+        if self.noise_channels:
+            beta = beta + self.noise_conv(noise)
         out = normalized * gamma + beta
         if self.use_instance:
             out = ops.concatenate([out, self.inst_conv(ops.cast(seg[..., -1:], dt))], axis=-1)
@@ -959,9 +1009,8 @@ class SPADEResBlock(keras.layers.Layer):
             layer then adds it as one more channel, and conv_0, conv_1 and conv_s take one more
             input (CLADE's ``add_channels``).
         positional: (CLADE) ICPE (``--add_dist``): the call takes ``positional``.
-        noise_channels: (CLADE in OASIS) leading noise channels of the label map
-            (``ClassAdaptiveNorm``'s ``noise_channels``); SPADE layers read them as part of
-            the map.
+        noise_channels: (OASIS) the noise channels that every SPADE (or CLADE) layer reads
+            beside the label map; the call then takes ``noise``.
         onehot_channels: leading one-hot channels of the label map (see ``SPADE``).
         perf: how it computes (``PerfConfig``; see ``SPADE``; not part of the config). With
             ``sequential_inference``, the shortcut runs before the main branch.
@@ -976,6 +1025,7 @@ class SPADEResBlock(keras.layers.Layer):
         indices: optional ``onehot_indices`` of a ``segmap`` at x's resolution (``SPADE.call``).
         regions: optional ``LabelRegions`` at x's resolution (``SPADE.call``).
         positional: CLADE with ICPE: the [N, H, W, 2] intra-class offsets (any resolution).
+        noise: (``noise_channels``) OASIS' noise: [N, Z] per image or a map [N, H, W, Z].
     """
 
     MODULATIONS = ("spade", "affine", "clade")
@@ -1012,7 +1062,8 @@ class SPADEResBlock(keras.layers.Layer):
             def make_norm(name):
                 return SPADE(norm_type=self.spade_norm, kernel_size=self.spade_kernel_size,
                              hidden_filters=self.spade_hidden_filters,
-                             onehot_channels=self.onehot_channels, name=name, **init)
+                             onehot_channels=self.onehot_channels,
+                             noise_channels=self.noise_channels, name=name, **init)
         elif self.modulation == "clade":
             def make_norm(name):
                 return ClassAdaptiveNorm(self.spade_norm, onehot_channels=self.onehot_channels,
@@ -1051,17 +1102,19 @@ class SPADEResBlock(keras.layers.Layer):
         return {n: getattr(self, n) for n in names}
 
     def call(self, x, segmap, training=False, hidden=None, indices=None, regions=None,
-             positional=None):
+             positional=None, noise=None):
         hidden = hidden or {}
+        noise_kw = {"noise": noise} if self.noise_channels and self.modulation != "affine" else {}
 
         def norm(name, t, activated=False):
             layer = getattr(self, name)
             if self.modulation != "spade":
                 kw = {"positional": positional} if self.positional else {}
-                out = layer(t, segmap, training=training, **kw)
+                out = layer(t, segmap, training=training, **kw, **noise_kw)
                 return leaky_relu(out) if activated else out
             # The leaky ReLU goes into the SPADE layer, which fuses it with the modulation.
-            kw = dict(training=training, activation_slope=LRELU_SLOPE if activated else None)
+            kw = dict(training=training, activation_slope=LRELU_SLOPE if activated else None,
+                      **noise_kw)
             if name in hidden:
                 kw["hidden"] = hidden[name]
             elif indices is not None:

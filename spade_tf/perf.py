@@ -36,13 +36,14 @@ _CPU_FORMS = dict(label_conv=LabelConv.SEGMENT_SUM, fuse_gamma_beta=Toggle.ON,
                   share_label_features=Toggle.ON, closed_form_gradients=Toggle.ON,
                   split_discriminator_input=Toggle.ON, sequential_inference=Toggle.ON,
                   uniform_regions=Toggle.ON, affine_inference_norm=Toggle.OFF,
-                  clade_lookup=CladeLookup.GATHER)
+                  clade_lookup=CladeLookup.GATHER, broadcast_noise=Toggle.ON)
 # auto on a GPU or under XLA: the plain forms
 _PLAIN_FORMS = dict(label_conv=LabelConv.DENSE, fuse_gamma_beta=Toggle.OFF,
                     share_label_features=Toggle.OFF, filter_gradient=FilterGradient.NATIVE,
                     closed_form_gradients=Toggle.OFF, split_discriminator_input=Toggle.OFF,
                     sequential_inference=Toggle.OFF, uniform_regions=Toggle.OFF,
-                    affine_inference_norm=Toggle.OFF, clade_lookup=CladeLookup.GATHER)
+                    affine_inference_norm=Toggle.OFF, clade_lookup=CladeLookup.GATHER,
+                    broadcast_noise=Toggle.OFF)
 
 # The every-option-plain and every-option-on configs (tests and benchmarks compare them).
 PLAIN = PerfConfig(**_PLAIN_FORMS)

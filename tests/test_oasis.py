@@ -60,9 +60,12 @@ def test_f_generator_eval_every_activation_and_ema(fix_f, nets_f):
     # the same noise as a 3D map: what the official code draws, broadcast
     noise = tf.constant(nchw_to_nhwc(fix_f["in/noise"]))
     assert max_err(nets.generator(sem, noise=noise), nchw_to_nhwc(fix_f["out/fake_eval"])) <= ATOL
-    seg = tf.concat([noise, sem], -1)  # noise first, then the one-hot
-    first = nets.generator.body_0.norm_0(tf.constant(nchw_to_nhwc(fix_f["act/fc"])), seg)
-    assert max_err(first, nchw_to_nhwc(fix_f["act/body.0.norm_0"])) <= ATOL
+    # OASIS' first SPADE layer reads cat(noise, one-hot): ours takes the two apart, the noise
+    # as a vector or as a map
+    fc = tf.constant(nchw_to_nhwc(fix_f["act/fc"]))
+    for given in (z, noise):
+        first = nets.generator.body_0.norm_0(fc, sem, noise=given)
+        assert max_err(first, nchw_to_nhwc(fix_f["act/body.0.norm_0"])) <= ATOL
     ema = nets.ema_generator(sem, noise=z, training=False)
     assert max_err(ema, nchw_to_nhwc(fix_f["out/fake_ema_eval"])) <= ATOL
 
@@ -451,3 +454,44 @@ def test_cli_imports_oasis_g_d_and_ema_with_its_opt_txt(tmp_path, fix_f):
     sem = to_semantics(fix_f["in/label"][:, 0], config=config)
     ema = nets.inference_generator(sem, noise=tf.constant(fix_f["in/z"]), training=False)
     assert max_err(ema, nchw_to_nhwc(fix_f["out/fake_ema_eval"])) <= ATOL
+
+
+@pytest.mark.parametrize("k,hw", [(3, (8, 5)), (3, (3, 3)), (3, (2, 2)), (5, (7, 9)), (1, (4, 4))])
+def test_constant_map_conv_equals_the_conv_of_the_broadcast_map(float64, k, hw):
+    """``kernels.constant_map_conv`` (perf.broadcast_noise) against the plain conv of the
+    full map, values and both gradients, in float64."""
+    from spade_tf.kernels.constant_map_conv import constant_map_conv
+
+    rng = np.random.default_rng(k)
+    z = tf.constant(rng.standard_normal((2, 6)))
+    kernel = tf.constant(rng.standard_normal((k, k, 6, 4)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([z, kernel])
+        fast = constant_map_conv(z, kernel, hw)
+        plain = tf.nn.conv2d(tf.broadcast_to(z[:, None, None, :], (2, *hw, 6)), kernel, 1, "SAME")
+        w = tf.constant(rng.standard_normal((2, *hw, 4)))
+        lf, lp = tf.reduce_sum(fast * w), tf.reduce_sum(plain * w)
+    np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=0, atol=1e-12)
+    for var in (z, kernel):
+        np.testing.assert_allclose(tape.gradient(lf, var).numpy(), tape.gradient(lp, var).numpy(),
+                                   rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("form", ["plain", "all_on"])
+def test_f_every_perf_form_matches_the_fixture(fix_f, form):
+    """The reference's form (one dense conv of cat(noise, one-hot)) and every optimisation
+    on (noise vector on a 3x3 map, one-hot by lookups, fused gamma/beta, ...) both give
+    fixture F's images, for the noise as a vector and as a map, and for the EMA generator."""
+    from spade_tf.perf import ALL_ON, PLAIN, perf_scope
+
+    nets, config = import_fixture(fix_f)
+    sem, z, _, _ = _inputs(fix_f, config)
+    noise = tf.constant(nchw_to_nhwc(fix_f["in/noise"]))
+    perf = PLAIN if form == "plain" else ALL_ON
+    for g, key in ((nets.generator, "out/fake_eval"), (nets.ema_generator, "out/fake_ema_eval")):
+        with perf_scope(g, perf):
+            for given in (z, noise):
+                assert max_err(g(sem, noise=given), nchw_to_nhwc(fix_f[key])) <= ATOL, (key, form)
+    with perf_scope(nets.generator, perf):
+        assert max_err(nets.generator(sem, noise=z, training=True),
+                       nchw_to_nhwc(fix_f["out/fake_train"])) <= ATOL

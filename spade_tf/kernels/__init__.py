@@ -11,6 +11,8 @@ This package imports nothing from ``spade_tf`` but ``spade_tf.config`` (laid out
 stylegan3's ``torch_utils/ops`` and SIGE's ``sige/nn``).
 
 - ``class_tables``: CLADE's per-class lookups as gathers or one 1x1 conv (``perf.clade_lookup``);
+- ``constant_map_conv``: a conv of a map holding one vector everywhere (OASIS' noise vector)
+  on a (2p+1)^2 map (``perf.broadcast_noise``);
 - ``conv_gradients``: the swapped kernel gradient and the flipped input gradient
   (``perf.filter_gradient``);
 - ``norm_gradients``: the closed-form normalization and modulation gradients

@@ -18,6 +18,11 @@ from spade_tf.perf import resolve_perf
 WIDTHS = (16, 16, 16, 8, 4, 2, 1)  # OASIS' channels_G multiples, input of block i, then output
 
 
+def check_noise(noise, hw, z_dim):
+    """Raises a ``ValueError`` unless ``noise`` is [N, z_dim] or [N, H, W, z_dim] at ``hw``."""
+    broadcast_noise(noise, hw, z_dim)
+
+
 def broadcast_noise(noise, hw, z_dim):
     """OASIS' 3D noise at resolution ``hw`` from ``noise``: a per-image vector ``[N, z_dim]``
     broadcast over every pixel (what the official generator draws), or a map
@@ -76,8 +81,8 @@ class OASISGenerator(keras.Model):
         onehot_channels: the one-hot channels of the semantic map (classes + dontcare).
         use_instance: the semantic map ends with an instance-edge channel.
         perf: how it computes (``PerfConfig``; not part of the config): the SPADE layers' own
-            options. The label-map lookups of SPADE's generator do not apply: OASIS' SPADE
-            layers read noise and one-hot together, a dense map.
+            options, ``broadcast_noise`` among them (a noise vector through SPADE's first conv
+            on a 3x3 map, the one-hot by lookups).
         **kwargs: standard ``keras.Model`` arguments.
 
     Call arguments:
@@ -126,14 +131,12 @@ class OASISGenerator(keras.Model):
         widths = [m * ch for m in WIDTHS[len(WIDTHS) - self.num_res_blocks - 1:]]
         self.widths = widths
         init = dict(init_type=self.init_type, init_gain=self.init_gain, perf=self.perf)
-        clade = self.norm_mode == NormMode.CLADE.value
         block = dict(spectral=self.spectral, spade_norm=self.spade_norm,
                      spade_kernel_size=self.spade_kernel_size,
                      spade_hidden_filters=self.spade_hidden_filters, modulation=self.norm_mode,
-                     # SPADE layers read [noise, one-hot]: not leading one-hot channels
-                     onehot_channels=self.onehot_channels if clade else None,
-                     use_instance=self.use_instance,
-                     noise_channels=self.z_dim if (clade and self.noise_3d) else 0, **init)
+                     onehot_channels=self.onehot_channels, use_instance=self.use_instance,
+                     # every SPADE (or CLADE) layer reads the noise beside the label map
+                     noise_channels=self.z_dim if self.noise_3d else 0, **init)
         self.fc = TorchConv2D(widths[0], 3, padding=1, name="fc", **init)
         # plain attributes, never lists: Keras 3 lists are invisible to tf.train.Checkpoint
         for i in range(self.num_res_blocks):
@@ -146,18 +149,15 @@ class OASISGenerator(keras.Model):
         """The residual blocks in order (OASIS' ``body``)."""
         return [getattr(self, f"body_{i}") for i in range(self.num_res_blocks)]
 
-    def _input_channels(self, semantic_channels):
-        return semantic_channels + (self.z_dim if self.noise_3d else 0)
-
     def build(self, semantics_shape, noise_shape=None):
         n = semantics_shape[0]
         sh, sw = self.latent_hw
-        cin = self._input_channels(int(semantics_shape[-1]))
-        seg_shape = tuple(semantics_shape[:3]) + (cin,)
+        cin = int(semantics_shape[-1]) + (self.z_dim if self.noise_3d else 0)
         self.fc.build((n, sh, sw, cin))
         shape = [n, sh, sw, self.widths[0]]
         for i, blk in enumerate(self.blocks):
-            blk.build(tuple(shape), seg_shape)
+            # the blocks take the semantic map and the noise apart (noise_channels)
+            blk.build(tuple(shape), tuple(semantics_shape))
             shape[3] = blk.filters
             if i < self.num_res_blocks - 1:
                 shape[1:3] = [shape[1] * 2, shape[2] * 2]
@@ -176,20 +176,28 @@ class OASISGenerator(keras.Model):
                              f"(crop_size={self.crop_size}, aspect_ratio={self.aspect_ratio}, "
                              f"num_res_blocks={self.num_res_blocks}) produces {expected}")
         acts = {}
+        x = legacy_nearest_resize(seg, self.latent_hw)
+        block_kw = {}
         if self.noise_3d:
             if noise is None:
                 noise = self.sample_noise(tf.shape(seg)[0])
             hw = seg.shape[1:3] if None not in seg.shape[1:3] else tf.shape(seg)[1:3]
-            noise = ops.cast(broadcast_noise(noise, hw, self.z_dim), self.compute_dtype)
-            seg = ops.concatenate([noise, seg], axis=-1)  # noise first, as OASIS
+            check_noise(noise, hw, self.z_dim)
+            noise = ops.cast(noise, self.compute_dtype)
+            # OASIS: seg = cat(noise, semantics) feeds fc (resized) and every SPADE layer. The
+            # blocks take the two apart (the same convolution: see SPADE's noise_channels), a
+            # vector as it is; fc's input is the concatenation at the latent size.
+            latent_noise = (broadcast_noise(noise, self.latent_hw, self.z_dim)
+                            if noise.shape.rank == 2 else legacy_nearest_resize(noise, self.latent_hw))
+            x = ops.concatenate([latent_noise, x], axis=-1)
+            block_kw["noise"] = noise
         elif noise is not None:
             raise ValueError("this generator takes no noise (model.noise_3d=false, --no_3dnoise)")
-        x = legacy_nearest_resize(seg, self.latent_hw)
         acts["fc_in"] = x
         x = self.fc(x)
         acts["fc"] = x
         for i, blk in enumerate(self.blocks):
-            x = blk(x, seg, training=training)
+            x = blk(x, seg, training=training, **block_kw)
             acts[f"body.{i}"] = x
             if i < self.num_res_blocks - 1:
                 x = upsample_nearest_2x(x)
