@@ -76,7 +76,7 @@ def refresh_batch_statistics(generator, batches, config) -> int:
     (``spade_tf.export.latent_from_seed``), so that every process that refreshes the same
     checkpoint on the same batches (export, synthesize, the studio) gets the same weights."""
     from spade_tf.config import Family
-    from spade_tf.export import latent_from_seed
+    from spade_tf.latents import latent_from_seed
     from spade_tf.semantics import to_semantics
 
     m = config.model

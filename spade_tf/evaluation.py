@@ -184,7 +184,7 @@ def generate_split(networks, config: Config, *, split: str = "val", batch_size: 
     from spade_tf.config import Family
     from spade_tf.data import build_dataset
     from spade_tf.ema import inference_generator
-    from spade_tf.export import latent_from_seed
+    from spade_tf.latents import latent_from_seed
     from spade_tf.semantics import to_semantics
 
     generator, _ = inference_generator(networks, config)

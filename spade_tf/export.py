@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from spade_tf.config import (CladeLookup, Config, Family, LabelConv, Toggle, config_to_dict,
                              merge_into, save_config)
+from spade_tf.latents import latent_from_seed  # noqa: F401 (the signatures' seeds; public here too)
 from spade_tf.perf import perf_scope
 from spade_tf.semantics import intra_class_offsets, to_semantics
 from spade_tf.serving_client import PNG_MAGIC, not_png_message
@@ -79,13 +80,6 @@ class _Untracked:
 
     def __init__(self, **objects):
         self.__dict__.update(objects)
-
-
-def latent_from_seed(seed, z_dim: int):
-    """The ``png`` signature's latent for an int ``seed``: float32 [z_dim] from N(0, I),
-    stateless, so that a seed gives the same image on every server (the studio uses it too)."""
-    seed = tf.cast(seed, tf.int64)
-    return tf.random.stateless_normal([z_dim], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
 
 
 class GeneratorModule(tf.Module):

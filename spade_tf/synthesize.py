@@ -89,7 +89,7 @@ class Synthesizer:
         seed gives the same image from a checkpoint, a SavedModel and a ``.tflite``."""
         if not self.has_latent:
             return None
-        from spade_tf.export import latent_from_seed
+        from spade_tf.latents import latent_from_seed
 
         return np.stack([latent_from_seed(seed + i, self.config.model.z_dim).numpy()
                          for i in range(n)]).astype(np.float32)

@@ -268,7 +268,7 @@ class LocalBackend:
 
     def predict(self, body: bytes) -> tuple[int, dict, dict]:
         """(HTTP status, JSON answer, extra headers) for a REST predict body."""
-        from spade_tf.export import latent_from_seed
+        from spade_tf.latents import latent_from_seed
 
         sig, rows = parse_predict(body)
         m = self.config.model
