@@ -193,8 +193,13 @@ class LineProgress(keras.callbacks.Callback):
 
 class TrainingMonitor(keras.callbacks.Callback):
     """TensorBoard scalars (every loss, both learning rates) every ``log_every`` steps, and an
-    image grid (colourised label | generated | real) every ``sample_every`` steps, in TensorBoard
-    and as ``samples/step_XXXXXXXX.png`` in the run folder."""
+    image grid (colourised label | generated | real, and the moving average's image before the
+    real one when the run keeps one) every ``sample_every`` steps, in TensorBoard and as
+    ``samples/step_XXXXXXXX.png`` in the run folder."""
+
+    # training batches that refresh the average's BN statistics for the grids (export and
+    # evaluation use train.ema_stat_batches): a few seconds at 64 px, not minutes
+    GRID_STAT_BATCHES = 10
 
     def __init__(self, config: Config, workdir: Path, sample_batch: dict | None):
         super().__init__()
@@ -202,6 +207,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.workdir = Path(workdir)
         self.sample_batch = sample_batch
         self.writer = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+        self._scratch = None  # a generator for the average's refreshed copy, built once
 
     def _lr(self, opt):
         return float(keras.ops.convert_to_numpy(opt.learning_rate))
@@ -229,21 +235,64 @@ class TrainingMonitor(keras.callbacks.Callback):
 
         from spade_tf.data.preview import save_png
 
-        grid = sample_grid(self.model, self.sample_batch, self.config)
+        grid = sample_grid(self.model, self.sample_batch, self.config, self._averaged())
         save_png(Image.fromarray(grid), self.workdir / "samples" / f"step_{step:08d}.png")
         with self.writer.as_default(step=step):
             tf.summary.image("samples/label|generated|real", grid[None], step=step)
 
 
-def sample_grid(model, batch: dict, config: Config) -> np.ndarray:
-    """uint8 grid, one row per example: colourised label | generated (eval mode) | real.
-    VAE models take their style from the real image, as the reference's test.py."""
+    def _averaged(self):
+        """A copy of the moving average with its BN statistics refreshed (OASIS samples its EMA
+        generator so), or None: no average, or a distribution strategy is active (new
+        variables made by the chief alone could stall a multi-worker run: the grid then shows
+        G only). The training state itself is never touched, so resume stays exact."""
+        gan = self.model
+        if gan.ema_generator is None or tf.distribute.has_strategy():
+            return None
+        from spade_tf.data.pipeline import build_dataset
+        from spade_tf.ema import copy_weights, refresh_batch_statistics
+        from spade_tf.networks import build_generator
+
+        if self._scratch is None:
+            self._scratch = build_generator(self.config.model, perf=gan.generator.perf)
+        copy_weights(self._scratch, gan.ema_generator)
+        try:
+            batches = build_dataset(self.config, "train", training=False)
+        except (ValueError, FileNotFoundError, OSError):
+            return self._scratch
+        refresh_batch_statistics(self._scratch, (b for _, b in zip(range(self.GRID_STAT_BATCHES),
+                                                                    batches)), self.config)
+        return self._scratch
+
+
+def sample_grid(model, batch: dict, config: Config, averaged=None) -> np.ndarray:
+    """uint8 grid, one row per example: colourised label | generated (eval mode) | real, with
+    the ``averaged`` generator's image (the moving average of G) before the real one when
+    given. VAE models take their style from the real image, as the reference's test.py; OASIS'
+    noise is the same for G and the average."""
+    from spade_tf.config import Family
     from spade_tf.data.labels import colorize
     from spade_tf.data.preview import rows_image, to_uint8
 
     semantics = model.semantics(batch)
     real = tf.convert_to_tensor(batch["image"])
     fake, _ = model.generate(semantics, real, training=False)
-    rows = [[colorize(lab, config), to_uint8(f), to_uint8(r)]
-            for lab, f, r in zip(batch["label"].numpy(), fake.numpy(), real.numpy())]
+    columns = [fake.numpy()]
+    if averaged is not None:
+        if config.model.family is Family.OASIS and config.model.noise_3d:
+            from spade_tf.latents import latent_from_seed
+
+            # the grid's noise: seed i for row i, for both (G's own call above drew its own)
+            noise = tf.stack([latent_from_seed(i, config.model.z_dim)
+                              for i in range(int(semantics.shape[0]))])
+            fake = model.generator(semantics, noise=noise, training=False)
+            columns = [fake.numpy(), averaged(semantics, noise=noise, training=False).numpy()]
+        elif model.encoder is not None:
+            z, _ = model.encoder(real, training=False)  # the mean latent for both
+            columns = [model.generator(semantics, z=z, training=False).numpy(),
+                       averaged(semantics, z=z, training=False).numpy()]
+        else:
+            columns.append(averaged(semantics, training=False).numpy())
+    rows = [[colorize(lab, config)] + [to_uint8(c[i]) for c in columns] + [to_uint8(r)]
+            for i, (lab, r) in enumerate(zip(batch["label"].numpy(), real.numpy()))]
     return rows_image(rows)

@@ -15,6 +15,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import tensorflow as tf
 
@@ -67,6 +68,9 @@ def copy_weights(target, source) -> None:
         t.assign(s)
 
 
+_REFRESH_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def refresh_batch_statistics(generator, batches, config) -> int:
     """OASIS' "collect running stats for batchnorm": ``generator`` in training mode over
     ``batches`` (dicts from ``spade_tf.data.build_dataset``), which updates its BatchNorm
@@ -80,11 +84,13 @@ def refresh_batch_statistics(generator, batches, config) -> int:
     from spade_tf.semantics import to_semantics
 
     m = config.model
-    oasis = m.family is Family.OASIS
-    if oasis:
-        step = tf.function(lambda sem, z: generator(sem, noise=z, training=True))
-    else:
-        step = tf.function(lambda sem, z: generator(sem, z=z, training=True))
+    step = _REFRESH_STEPS.get(generator)
+    if step is None:  # traced once per generator (the training grids refresh a copy often)
+        if m.family is Family.OASIS:
+            step = tf.function(lambda sem, z: generator(sem, noise=z, training=True))
+        else:
+            step = tf.function(lambda sem, z: generator(sem, z=z, training=True))
+        _REFRESH_STEPS[generator] = step
     n = index = 0
     for batch in batches:
         sem = to_semantics(batch["label"], batch.get("instance"), config=config)

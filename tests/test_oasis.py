@@ -495,3 +495,50 @@ def test_f_every_perf_form_matches_the_fixture(fix_f, form):
     with perf_scope(nets.generator, perf):
         assert max_err(nets.generator(sem, noise=z, training=True),
                        nchw_to_nhwc(fix_f["out/fake_train"])) <= ATOL
+
+
+@pytest.mark.slow
+def test_oasis_with_clade_exports_its_noise_path_for_serving_and_tflite(tmp_path):
+    """The phone model of the family (oasis_clade_light's networks, narrowed): CLADE's tables
+    plus the noise's 1x1 conv into beta. The SavedModel's noise signatures and the .tflite's
+    noise map agree with Keras; a map that differs inside one region changes the image there."""
+    import keras
+
+    from spade_tf.export import TFLiteRunner, export_generator
+    from spade_tf.latents import latent_from_seed
+    from spade_tf.networks import build_networks
+
+    config = load_config("oasis_clade_light", ["model.base_filters=4", "model.z_dim=8",
+                                               f"data.root={tmp_path / 'absent'}",
+                                               "data.dataset=custom"])
+    keras.utils.set_random_seed(2)
+    nets = build_networks(config, discriminator=False, ema=False)
+    rng = np.random.default_rng(5)
+    for blk in nets.generator.blocks:  # wider tables and a noise path that matters
+        for norm in (blk.norm_0, blk.norm_1):
+            norm.gamma_table.assign(rng.uniform(0.5, 2.0, norm.gamma_table.shape).astype(np.float32))
+            norm.noise_conv.kernel.assign(0.5 * rng.standard_normal(norm.noise_conv.kernel.shape)
+                                          .astype(np.float32))
+    res = export_generator((nets, config), tmp_path / "m", tflite=("fp32",),
+                           progress=lambda m: None)
+    assert res.report["tflite"]["fp32"]["max_abs_levels_vs_keras"] <= 1
+    assert res.report["weights"].startswith("generator")
+    label = np.zeros((1, 64, 64), np.int32)
+    label[0, 32:] = 3
+    label[0, 40:, 10:30] = 6
+    z = latent_from_seed(4, 8)[None]
+    keras_img = nets.generator(to_semantics(label, label, config=config), noise=z).numpy()
+    want = np.clip(np.round(keras_img * 127.5 + 127.5), 0, 255)
+    sigs = tf.saved_model.load(str(res.version_dir)).signatures
+    got = sigs["seed"](label=tf.constant(label), instance=tf.constant(label),
+                       seed=tf.constant([4], tf.int64))["image"].numpy()
+    assert np.abs(got.astype(int) - want).max() <= 1
+    noise_map = np.broadcast_to(z.numpy()[:, None, None, :], (1, 64, 64, 8)).copy()
+    tfl = TFLiteRunner(res.tflite["fp32"])(label=label, instance=label, noise=noise_map)
+    assert np.abs(tfl.astype(int) - want).max() <= 1
+    edited = noise_map.copy()
+    region = label[0] == 6
+    edited[0][region] = rng.standard_normal(8)
+    changed = np.abs(TFLiteRunner(res.tflite["fp32"])(label=label, instance=label, noise=edited)
+                     .astype(int) - tfl.astype(int)).sum(-1)[0]
+    assert changed[region].sum() > 0.5 * changed.sum()

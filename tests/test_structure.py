@@ -126,7 +126,12 @@ def test_setup_cfg_ships_every_package_and_its_data_files():
 
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    listed = {p.strip() for p in cfg["options"]["packages"].split(",")}
+    value = cfg["options"]["packages"].strip()
+    # setuptools' list syntax: one entry per line when the value has several lines (commas are
+    # then part of an entry: a mixed list once named a package "spade_tf, spade_tf.data, ..."),
+    # else comma-separated
+    listed = {p.strip() for p in (value.splitlines() if "\n" in value else value.split(","))
+              if p.strip()}
     present = {_module_name(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")
                if "__pycache__" not in p.parts}
     assert present <= listed, sorted(present - listed)
