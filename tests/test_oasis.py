@@ -169,6 +169,8 @@ def test_f_round_trip_to_official(fix_f, nets_f):
 
 # ----------------------------------------------------------------------------- the whole path
 
+# The tests of the trained light model run on one xdist worker, so that it is trained once.
+LIGHT_GROUP = pytest.mark.xdist_group("oasis_light")
 LIGHT_STEPS = 120
 LIGHT_SET = ["--set", "data.synth_train_size=64", "--set", "data.synth_val_size=16",
              # a short run: an average over ~10 steps, so that the averaged G has moved
@@ -203,6 +205,7 @@ def light(tmp_path_factory):
 
 
 @pytest.mark.slow
+@LIGHT_GROUP
 def test_oasis_light_exports_ema_weights_noise_signatures_and_full_int8(light):
     report = light["report"]
     assert report["weights"].startswith("ema_generator (decay 0.9; BN statistics refreshed over")
@@ -214,6 +217,7 @@ def test_oasis_light_exports_ema_weights_noise_signatures_and_full_int8(light):
 
 
 @pytest.mark.slow
+@LIGHT_GROUP
 def test_oasis_saved_model_noise_is_a_seed_a_vector_or_a_map(light):
     from spade_tf.export import TFLiteRunner, latent_from_seed
     from spade_tf.synthesize import load_synthesizer
@@ -233,7 +237,9 @@ def test_oasis_saved_model_noise_is_a_seed_a_vector_or_a_map(light):
     mapped = sigs["noise_map"](label=tf.constant(label), instance=tf.constant(inst),
                                noise_map=noise_map)["image"].numpy()
     np.testing.assert_array_equal(seeded, vec)
-    np.testing.assert_array_equal(seeded, mapped)
+    # the map path gathers the noise where the vector path broadcasts it: the same values, but
+    # oneDNN may sum in another order (seen: 1 level in 1 of 24576 values)
+    assert np.abs(seeded.astype(int) - mapped.astype(int)).max() <= 1
     assert np.abs(seeded[0].astype(int) - sigs["seed"](
         label=tf.constant(label[:1]), instance=tf.constant(inst[:1]),
         seed=tf.constant([7], tf.int64))["image"].numpy()[0]).mean() > 0.5  # other noise, other image
@@ -252,6 +258,7 @@ def test_oasis_saved_model_noise_is_a_seed_a_vector_or_a_map(light):
 
 
 @pytest.mark.slow
+@LIGHT_GROUP
 def test_oasis_synthesize_seed_gives_the_same_images_from_every_kind_of_model(light, tmp_path):
     import subprocess
     import sys
@@ -313,6 +320,7 @@ def _region_change_fraction(generator, config, noise_dim, images=16):
 
 
 @pytest.mark.slow
+@LIGHT_GROUP
 def test_a_noise_map_edited_inside_one_class_changes_the_image_mostly_there(light):
     """The OASIS paper's local editing (Sec. 3.3): re-drawing the 3D noise inside one class's
     region changes the trained model's image mostly inside that region."""
@@ -414,6 +422,7 @@ def test_studio_gives_an_oasis_model_a_new_look_per_seed(tmp_path):
 
 
 @pytest.mark.slow
+@LIGHT_GROUP
 def test_oasis_evaluates_its_moving_average_or_its_generator(light, tmp_path):
     from spade_tf.evaluation import evaluate
 

@@ -148,11 +148,12 @@ def test_clade_with_icpe_on_two_replicas_matches_one_replica():
 @pytest.mark.slow
 def test_oasis_with_ema_on_two_replicas_equals_one_in_float64():
     """OASIS' class weights and LabelMix are statistics of the global batch, its noise and
-    LabelMix bits are drawn for the global batch, and the moving average follows: 2 steps on 2
-    replicas equal 1 device in float64 for G, D and the averaged G. The control (class weights
+    LabelMix bits are drawn for the global batch, and the moving average follows: a step on 2
+    replicas equals 1 device in float64 for G, D and the averaged G (the two-worker test below
+    runs 2 steps). The control (class weights
     from each replica's half batch, as the official code does per GPU) runs beside it and must
     differ, so the check can fail."""
-    env = dict(_env(), REPLICAS_DTYPE="float64", REPLICAS_STEPS="2",
+    env = dict(_env(), REPLICAS_DTYPE="float64", REPLICAS_STEPS="1",
                REPLICAS_SET="model.generator=oasis model.z_dim=8 train.ema_decay=0.5")
     script = str(REPO / "tests" / "replicas_worker.py")
     procs = [subprocess.Popen([sys.executable, script, *flags], env=env, cwd=str(REPO), text=True,
@@ -163,7 +164,7 @@ def test_oasis_with_ema_on_two_replicas_equals_one_in_float64():
     exact, control = (json.loads(o[0].strip().splitlines()[-1]) for o in outs)
     assert exact["replicas"] == 2 and exact["max_update"] > 1e-2
     assert exact["max_abs_diff"] <= 1e-10, exact  # seen 4.4e-16
-    assert control["max_abs_diff"] > 1e-5, control  # seen 5.9e-4
+    assert control["max_abs_diff"] > 1e-5, control  # seen 5.6e-4 (5.9e-4 after 2 steps)
 
 
 @pytest.mark.slow
