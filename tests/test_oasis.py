@@ -177,7 +177,7 @@ LIGHT_SET = ["--set", "data.synth_train_size=64", "--set", "data.synth_val_size=
              "--set", "train.ema_decay=0.9"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: a worker may run other files' tests in between
 def light(tmp_path_factory):
     """``spade-tf train --config oasis_light`` for LIGHT_STEPS steps, then ``spade-tf export``
     with fp32 and full int8 (CLI subprocesses, as a user runs them)."""
