@@ -254,6 +254,15 @@ class ModelConfig:
             _require(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), "must be >= 1")
         _require(self.spade_kernel_size >= 1 and self.spade_kernel_size % 2 == 1,
                  "model.spade_kernel_size", self.spade_kernel_size, "must be odd and >= 1")
+        # OASIS' own geometry first: the latent size below depends on num_res_blocks
+        if self.generator is GeneratorKind.OASIS:
+            _require(2 <= self.num_res_blocks <= 6, "model.num_res_blocks", self.num_res_blocks,
+                     "must be 2..6 (the OASIS U-Net discriminator has 6 widths)")
+            _require(not self.use_vae, "model.use_vae", self.use_vae,
+                     "cannot be combined with model.generator='oasis' (OASIS has no encoder: "
+                     "its 3D noise gives the variety)")
+            _require(self.crop_size // 2 ** (self.num_res_blocks - 1) >= 1, "model.crop_size",
+                     self.crop_size, f"is too small for num_res_blocks={self.num_res_blocks}")
         n_up = UPSAMPLING_LAYERS[self.num_upsampling_layers]
         _require(self.generator is GeneratorKind.OASIS or self.crop_size // 2**n_up >= 1,
                  "model.crop_size", self.crop_size,
@@ -267,14 +276,6 @@ class ModelConfig:
         _require(not self.clade_positional or self.norm_mode is NormMode.CLADE,
                  "model.clade_positional", self.clade_positional,
                  "needs model.norm_mode='clade' (ICPE is part of CLADE)")
-        if self.generator is GeneratorKind.OASIS:
-            _require(2 <= self.num_res_blocks <= 6, "model.num_res_blocks", self.num_res_blocks,
-                     "must be 2..6 (the OASIS U-Net discriminator has 6 widths)")
-            _require(not self.use_vae, "model.use_vae", self.use_vae,
-                     "cannot be combined with model.generator='oasis' (OASIS has no encoder: "
-                     "its 3D noise gives the variety)")
-            _require(self.crop_size // 2 ** (self.num_res_blocks - 1) >= 1, "model.crop_size",
-                     self.crop_size, f"is too small for num_res_blocks={self.num_res_blocks}")
         if self.num_upsampling_layers is Upsampling.MOST:
             _require(self.base_filters >= 2, "model.base_filters", self.base_filters,
                      "must be >= 2 with num_upsampling_layers='most' (its last block has ngf//2 filters)")

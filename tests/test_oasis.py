@@ -551,3 +551,10 @@ def test_oasis_with_clade_exports_its_noise_path_for_serving_and_tflite(tmp_path
     changed = np.abs(TFLiteRunner(res.tflite["fp32"])(label=label, instance=label, noise=edited)
                      .astype(int) - tfl.astype(int)).sum(-1)[0]
     assert changed[region].sum() > 0.5 * changed.sum()
+
+
+def test_bad_oasis_depth_names_num_res_blocks():
+    """A depth outside OASIS' 2..6 is refused naming num_res_blocks (not the latent size that
+    it would otherwise make zero)."""
+    with pytest.raises(ValueError, match=r"model.num_res_blocks=9 must be 2..6"):
+        load_config("oasis_light", ["model.num_res_blocks=9"])
