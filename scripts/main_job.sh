@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up .venv, train on the built-in synthscapes data for
-# about 10 minutes (MINUTES=... to change), leave samples and a checkpoint in the run folder,
+# about 10 minutes (MINUTES=... to change) with the recipe that scored best at 10 minutes in
+# docs/benchmarks/quality_per_minute.md (PRESET=... to change), leave samples and a checkpoint in the run folder,
 # export the generator (SavedModel for TF Serving + TFLite fp32/fp16/dynamic int8, each checked
 # against Keras), and synthesize a sheet from held-out label maps with the exported models.
 # Re-running continues the same run from its latest checkpoint and exports the next version.
@@ -10,8 +11,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup_venv.sh run
+PRESET="${PRESET:-synthscapes_light}"
 WORKDIR="${WORKDIR:-runs/quickstart}"
-.venv/bin/spade-tf train --config quickstart --workdir "$WORKDIR" --max-minutes "${MINUTES:-10}"
+.venv/bin/spade-tf train --config "$PRESET" --workdir "$WORKDIR" --max-minutes "${MINUTES:-10}"
 latest=$(ls "$WORKDIR"/samples/*.png | sort | tail -n 1)
 
 EXPORT="${EXPORT:-export/models}"
@@ -37,3 +39,14 @@ echo "held-out sheets: $WORKDIR/synthesized/savedmodel/sheet.png, $WORKDIR/synth
 echo "evaluation: $WORKDIR/eval/report.html, $WORKDIR/eval/metrics.json"
 echo "paint label maps and watch this model draw them (then open http://127.0.0.1:8000/):"
 echo "  .venv/bin/spade-tf studio --model $EXPORT/spade/$version"
+echo "  (.venv/bin/spade-tf studio with no --model: the model shipped in the package, trained longer)"
+.venv/bin/python - "$WORKDIR" <<'PY'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+m = json.loads((run / "eval" / "metrics.json").read_text())
+g, c = m["segmentation"]["generated"], m["segmentation"]["real_ceiling"]
+steps = (run / "steps.log").read_text().split()[-1]
+print(f"\nheld-out mIoU {g['miou']:.4f} (real images: {c['miou']:.4f}), KID {m['kid']['mean']:.3f}; "
+      f"{m['images']} held-out maps, {steps} training steps, {m['weights']}")
+PY

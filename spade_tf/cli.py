@@ -296,6 +296,21 @@ def cmd_request(args) -> int:
     return 0
 
 
+def cmd_pack(args) -> int:
+    from pathlib import Path
+
+    from spade_tf.packaging import pack
+
+    card = pack(args.checkpoint, args.out, segmenter=args.segmenter, command=args.train_command,
+                minutes=args.minutes, steps=args.steps, overwrite=args.overwrite,
+                progress=not args.quiet)
+    s = card["scores"]
+    print(f"packed {args.checkpoint} -> {args.out} ({card['packed_bytes'] / 1e6:.1f} MB, "
+          f"{card['steps']} steps): held-out mIoU {s['miou']:.4f} (real images "
+          f"{s['ceiling_miou']:.4f}), KID {s['kid']:.3f}; card: {Path(args.out) / 'card.md'}")
+    return 0
+
+
 def cmd_studio(args) -> int:
     import errno
 
@@ -306,8 +321,11 @@ def cmd_studio(args) -> int:
         raise ValueError(f"--port {args.port}: must be 0..65535")
     if args.max_body_mb <= 0:
         raise ValueError(f"--max-body-mb {args.max_body_mb}: must be positive")
+    model = args.model
+    if model is None and not args.serving_url:
+        model = "pretrained"  # the packaged model: a fresh install has something to paint with
     try:
-        server = start_studio(args.model, serving_url=args.serving_url, host=args.host,
+        server = start_studio(model, serving_url=args.serving_url, host=args.host,
                               port=args.port, max_body=int(args.max_body_mb * 2**20))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
@@ -337,7 +355,7 @@ def cmd_studio(args) -> int:
 
 # the commands that build models (and import TensorFlow): --release-library-pages acts on them
 MODEL_COMMANDS = frozenset({"import-official", "train", "train-segmenter", "evaluate", "export",
-                            "synthesize", "studio"})
+                            "synthesize", "studio", "pack"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -468,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "in the spade_tf.evaluation docstring and the README.",
         epilog="example: spade-tf evaluate --checkpoint runs/quickstart --segmenter "
                "runs/segmenter --out runs/quickstart/eval")
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="training run or checkpoint folder")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="training run or checkpoint folder (pretrained: the packaged model)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--segmenter", metavar="DIR", help="built-in segmenter folder or a segmentation SavedModel")
     p.add_argument("--inception-weights", metavar="FILE",
@@ -514,8 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "label | samples).",
         epilog="example: spade-tf synthesize --model export/models/spade --labels "
                "data/val_label --out runs/samples --num-samples 3")
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="checkpoint folder, SavedModel folder, Serving model folder or .tflite")
+    p.add_argument("--model", default="pretrained", metavar="PATH",
+                   help="checkpoint folder, SavedModel folder, Serving model folder or .tflite "
+                        "(default: pretrained, the model shipped in the package)")
     p.add_argument("--labels", required=True, metavar="FILE_OR_DIR")
     p.add_argument("--instance", metavar="FILE_OR_DIR", help="matching instance map(s)")
     p.add_argument("--style", metavar="IMAGE", help="style image (VAE models)")
@@ -524,6 +544,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser(
+        "pack", help="pack a trained run into a shippable model folder with its card",
+        description="Write the generator that inference runs (the moving average, statistics "
+                    "refreshed) as float16, a copy of the segmenter that scores it, and a card "
+                    "(command, steps, minutes, mIoU, KID, samples) measured on the packed "
+                    "weights. The folder loads wherever a checkpoint does; in "
+                    "spade_tf/pretrained/ it ships in the package (scripts/"
+                    "train_packaged_model.sh).",
+        epilog="example: spade-tf pack --checkpoint runs/packaged --segmenter runs/segmenter "
+               "--out spade_tf/pretrained/synthscapes_light --minutes 60")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="the training run")
+    p.add_argument("--segmenter", required=True, metavar="DIR",
+                   help="a built-in segmenter folder (spade-tf train-segmenter): it scores the "
+                        "card and ships beside the weights")
+    p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
+    p.add_argument("--train-command", default="", metavar="CMD",
+                   help="the command that trained the run, for the card")
+    p.add_argument("--minutes", type=float, help="the training's wall-clock minutes, for the card")
+    p.add_argument("--steps", type=int,
+                   help="the training steps, for the card (default: the run's steps.log)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser(
         "request", help="build TF Serving requests (REST JSON, gRPC) or decode an answer",
@@ -550,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "works in front of a Serving deployment (--serving-url). Details:\n"
                     "docs/studio.md.",
         epilog="examples:\n"
+               "  spade-tf studio                     (the model shipped in the package)\n"
                "  spade-tf studio --model export/models/spade/1\n"
                "  spade-tf studio --model export/models/spade/1-tflite/spade_int8.tflite --port 8080\n"
                "  spade-tf studio --model export/models/spade/1 "
@@ -557,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", metavar="PATH",
                    help="what synthesize accepts: a SavedModel version folder, a Serving model "
-                        "folder, a .tflite file or a training run folder. With --serving-url: "
-                        "the export deployed there (only its config is read: size, classes)")
+                        "folder, a .tflite file or a training run folder (default: pretrained, "
+                        "the model shipped in the package). With --serving-url: the export "
+                        "deployed there (only its config is read: size, classes)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1, this machine only; the studio has "

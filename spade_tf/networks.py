@@ -3,6 +3,11 @@
 A spade-tf checkpoint is a folder holding ``config.yaml`` (the resolved config) and a
 ``tf.train.Checkpoint`` whose top-level objects are ``generator``, ``discriminator`` and
 ``encoder`` (the training checkpoints add the optimizers and counters beside them).
+
+A *packed* checkpoint (``save_packed_generator``) holds ``config.yaml`` and ``generator.npz``
+instead: the one generator that inference runs (a run's moving average, statistics refreshed)
+as float16, half the size of float32, for shipping a model in the package
+(``spade_tf.pretrained``). It loads as float32 wherever a checkpoint folder is accepted.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from spade_tf.perf import perf_for, resolve_perf
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_PREFIX = "networks"
+PACKED_WEIGHTS = "generator.npz"
 
 
 NETWORK_NAMES = ("generator", "discriminator", "encoder", "ema_generator")
@@ -44,6 +50,8 @@ class SPADENetworks:
     # the exponential moving average of the generator's weights (train.ema_decay > 0): the
     # same architecture, what OASIS' test script and our export use
     ema_generator: Optional[keras.Model] = None
+    # what ``generator`` is when it is not a training run's G (a packed checkpoint says)
+    generator_note: Optional[str] = None
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in NETWORK_NAMES if getattr(self, k) is not None}
@@ -124,18 +132,74 @@ def save_networks(networks: SPADENetworks, config: Config, out_dir: str | os.Pat
     return Path(out_dir)
 
 
+def write_packed_generator(folder: Path, generator: keras.Model, config: Config, note: str) -> None:
+    """Writes a packed checkpoint's files into ``folder`` (an existing folder): ``config.yaml``
+    (with no moving average: ``generator`` already is what inference runs) and
+    ``generator.npz``, every weight of ``generator`` in its order, floats as float16, with the
+    weights' names to check on load. ``note`` says what the generator is."""
+    import numpy as np
+
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, ema_decay=0.0, ema_warmup=False))
+    arrays = {}
+    for i, w in enumerate(generator.weights):
+        value = w.numpy()
+        arrays[f"w{i:04d}"] = value.astype(np.float16) if value.dtype.kind == "f" else value
+    arrays["names"] = np.array([w.path for w in generator.weights])
+    arrays["note"] = np.array(note)
+    save_config(config, Path(folder) / CONFIG_FILE)
+    with open(Path(folder) / PACKED_WEIGHTS, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def save_packed_generator(generator: keras.Model, config: Config, out_dir: str | os.PathLike,
+                          note: str, overwrite: bool = False) -> Path:
+    """A packed checkpoint folder (``write_packed_generator``), written atomically."""
+    with atomic_dir(out_dir, overwrite) as tmp:
+        write_packed_generator(tmp, generator, config, note)
+    return Path(out_dir)
+
+
+def _load_packed(path: Path, config: Config, wanted: dict) -> SPADENetworks:
+    import numpy as np
+
+    for name in ("discriminator", "encoder", "ema_generator"):
+        if wanted.get(name):
+            raise ValueError(f"{path}: a packed checkpoint holds the generator only, no {name}")
+    nets = build_networks(config, discriminator=False, encoder=False, ema=False)
+    try:
+        with np.load(path / PACKED_WEIGHTS) as data:
+            names = [str(n) for n in data["names"]]
+            mine = [w.path for w in nets.generator.weights]
+            if names != mine:
+                raise ValueError(f"the weights' names differ from this version's generator "
+                                 f"(first difference: {next((a, b) for a, b in zip(names + [None], mine + [None]) if a != b)})")
+            for i, w in enumerate(nets.generator.weights):
+                w.assign(data[f"w{i:04d}"].astype(w.dtype))
+            nets.generator_note = str(data["note"])
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path / PACKED_WEIGHTS}: cannot load the packed generator: {e}") from None
+    return nets
+
+
 def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None,
                   encoder=None, ema_generator=None) -> tuple[SPADENetworks, Config]:
-    """Loads a checkpoint folder written by ``save_networks`` (or a training run's folder).
+    """Loads a checkpoint folder written by ``save_networks`` (or a training run's folder, or
+    a packed checkpoint of ``save_packed_generator``; ``pretrained`` names the packaged model).
 
     Each of ``generator`` / ``discriminator`` / ``encoder`` / ``ema_generator``: ``None`` loads
     it iff the checkpoint holds it, ``True`` requires it, ``False`` skips it.
     """
-    path = Path(path)
+    from spade_tf.pretrained import resolve
+
+    path = resolve(path)
     cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{path}: not a spade-tf checkpoint folder (no {CONFIG_FILE})")
     config = load_config(cfg_file)
+    if (path / PACKED_WEIGHTS).is_file():
+        return _load_packed(path, config, {"discriminator": discriminator, "encoder": encoder,
+                                           "ema_generator": ema_generator}), config
     prefix = path / CHECKPOINT_PREFIX
     if not Path(str(prefix) + ".index").is_file():
         # A training run's folder keeps its checkpoints in checkpoints/: take the latest.

@@ -226,8 +226,11 @@ def tf_constant(x):
 def model_kind(path: str | os.PathLike) -> tuple[str, Path]:
     """(kind, path) of a model: ``tflite`` (a ``.tflite`` file), ``saved_model`` (a version
     folder with ``saved_model.pb``, or a Serving model folder ``BASE/NAME``: its highest
-    version) or ``checkpoint`` (a folder with ``config.yaml``)."""
-    path = Path(path)
+    version) or ``checkpoint`` (a folder with ``config.yaml``; ``pretrained`` names the
+    packaged model, ``spade_tf.pretrained``)."""
+    from spade_tf.pretrained import resolve
+
+    path = resolve(path)
     if path.is_file() and path.suffix == ".tflite":
         return "tflite", path
     if (path / "saved_model.pb").is_file():

@@ -201,3 +201,17 @@ def block_labels(rng, n, h, w, classes, block, noise=3):
     for _ in range(noise):
         lab[rng.integers(n), rng.integers(h), rng.integers(w)] = rng.integers(classes)
     return lab.astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium per test process, for the studio's page tests (test_studio.py,
+    and the OASIS re-roll in test_oasis.py); they skip, with the reason, where none starts."""
+    from spade_tf.studio.browser import BrowserUnavailable, headless_chromium
+
+    try:
+        driver = headless_chromium()
+    except BrowserUnavailable as e:
+        pytest.skip(f"no browser for the studio's page tests: {e}")
+    yield driver
+    driver.quit()

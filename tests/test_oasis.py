@@ -337,6 +337,133 @@ def test_a_noise_map_edited_inside_one_class_changes_the_image_mostly_there(ligh
     assert inside > 0.5 and density >= 2.0, (inside, area, density)
 
 
+def test_noise_map_from_seeds_changes_the_noise_inside_the_classes_named_only():
+    from spade_tf.latents import latent_from_seed, noise_map_from_seeds
+
+    label = np.zeros((8, 6), np.int32)
+    label[4:, 2:] = 3
+    label[0, 0] = 255
+    plain = noise_map_from_seeds(label, 5, {}, 4)
+    assert plain.shape == (8, 6, 4) and plain.dtype == np.float32
+    np.testing.assert_array_equal(plain, np.broadcast_to(latent_from_seed(5, 4).numpy(), (8, 6, 4)))
+    edited = noise_map_from_seeds(label, 5, {3: 9, "255": 2}, 4)
+    np.testing.assert_array_equal(edited[label == 3], np.broadcast_to(
+        latent_from_seed(9, 4).numpy(), ((label == 3).sum(), 4)))
+    np.testing.assert_array_equal(edited[0, 0], latent_from_seed(2, 4).numpy())
+    rest = (label != 3) & (label != 255)
+    np.testing.assert_array_equal(edited[rest], plain[rest])
+
+
+def test_the_studio_sends_class_seeds_to_servings_noise_map_signature():
+    """With --serving-url, a re-roll (a png row with class_seeds) becomes Serving's noise_map
+    request, with the map built from the PNG's ids; other bodies pass unchanged."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from spade_tf.latents import noise_map_from_seeds
+    from spade_tf.studio.server import StudioError, noise_map_request
+
+    config = load_config("oasis_light")
+    label = np.zeros((64, 64), np.uint8)
+    label[32:] = 4
+    buf = io.BytesIO()
+    Image.fromarray(label, mode="L").save(buf, format="PNG")
+    png = {"b64": base64.b64encode(buf.getvalue()).decode()}
+    inst = io.BytesIO()
+    Image.fromarray(label.astype(np.uint16)).save(inst, format="PNG")
+    row = {"label_png": png, "instance_png": {"b64": base64.b64encode(inst.getvalue()).decode()},
+           "seed": 7}
+    plain = json.dumps({"signature_name": "png", "instances": [row]}).encode()
+    assert noise_map_request(plain, config) is plain
+    sent = json.loads(noise_map_request(json.dumps({"signature_name": "png", "instances": [
+        dict(row, class_seeds={"4": 11})]}).encode(), config))
+    assert sent["signature_name"] == "noise_map"
+    got = sent["instances"][0]
+    np.testing.assert_array_equal(got["label"], label)
+    np.testing.assert_array_equal(got["instance"], label)
+    np.testing.assert_allclose(got["noise_map"], noise_map_from_seeds(label, 7, {4: 11}, 64))
+    for seeds, message in (({"9": 1}, "'9' is not a class id of this model"),
+                           ({"4": "x"}, "the seed must be an integer")):
+        with pytest.raises(StudioError, match=message):
+            noise_map_request(json.dumps({"signature_name": "png", "instances": [
+                dict(row, class_seeds=seeds)]}).encode(), config)
+    with pytest.raises(StudioError, match="only OASIS models with 3D noise"):
+        from spade_tf.studio.server import class_seeds
+
+        class_seeds({"class_seeds": {"1": 2}}, 0, load_config("quickstart"))
+
+
+def _page_image(page):
+    import base64
+    import io
+
+    from PIL import Image
+
+    src = page.execute_script("return document.getElementById('output').src;")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+
+
+@pytest.mark.slow
+@LIGHT_GROUP
+def test_studio_rerolls_one_class_and_the_image_changes_mostly_there(light, browser):
+    """The page's "re-roll" button (OASIS models): new noise for the current class's pixels
+    only, through the studio's server and the exported SavedModel; the image changes mostly
+    inside that class, the same image as the noise_map signature draws from the same map."""
+    import threading
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from spade_tf.latents import noise_map_from_seeds
+    from spade_tf.studio import start_studio
+    from spade_tf.studio.browser import drag, open_studio, wait_idle
+
+    server = start_studio(light["saved_model"], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert server.info["regional_noise"]
+        open_studio(browser, server.url)
+        page = browser
+        page.find_element(By.CSS_SELECTOR, "#classes .swatch[data-id='0']").click()  # sky
+        page.find_element(By.ID, "clear").click()
+        wait_idle(page)
+        page.find_element(By.CSS_SELECTOR, "#classes .swatch[data-id='3']").click()  # grass
+        ActionChains(page).send_keys("r").perform()
+        drag(page, [(0, 36), (63, 63)])  # grass below, sky above
+        wait_idle(page)
+        reroll = page.find_element(By.ID, "reroll")
+        assert reroll.is_displayed() and "grass" in reroll.text
+        before = _page_image(page).astype(int)
+        labels = np.array(page.execute_script("return window.studio.labelIds();")).reshape(64, 64)
+        grass = labels == 3
+        assert grass[36:].all() and not grass[:36].any()
+        reroll.click()
+        wait_idle(page)
+        after = _page_image(page).astype(int)
+        seeds = page.execute_script("return [window.studio.state.seed, window.studio.state.classSeeds];")
+        assert list(seeds[1]) == ["3"] and "1 class re-rolled" in page.find_element(By.ID, "seed").text
+    finally:
+        server.shutdown()
+        server.server_close()
+    change = np.abs(after - before).sum(-1)
+    inside, area = change[grass].sum() / change.sum(), grass.mean()
+    density = (inside / area) / ((1 - inside) / (1 - area))
+    print(f"re-roll of grass: {inside:.3f} of the change inside {area:.3f} of the area "
+          f"({density:.1f}x per pixel)")
+    assert inside > 0.5 and density >= 2.0, (inside, area, density)
+    # the page's image is the noise_map signature's for the map the re-roll means
+    loaded = tf.saved_model.load(str(light["saved_model"]))
+    inst = np.array(page.execute_script("return window.studio.instanceIds();")).reshape(64, 64)
+    noise = noise_map_from_seeds(labels, seeds[0], {int(k): v for k, v in seeds[1].items()}, 64)
+    want = loaded.signatures["noise_map"](label=tf.constant(labels[None], tf.int32),
+                                          instance=tf.constant(inst[None], tf.int32),
+                                          noise_map=tf.constant(noise[None]))["image"].numpy()[0]
+    assert np.abs(want.astype(int) - after).max() <= 1
+
+
 def test_no_ema_and_official_options_without_ema(fix_f):
     """OASIS' --no_EMA crashes at the end of its training; here it is a config without the
     average, and a state without netEMA imports without one."""

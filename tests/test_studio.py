@@ -357,17 +357,7 @@ def test_cli_studio_prints_its_url_and_warns_when_it_listens_beyond_this_machine
 
 # ----------------------------------------------------------------------------- in a browser
 
-@pytest.fixture(scope="session")
-def browser():
-    from spade_tf.studio.browser import BrowserUnavailable, headless_chromium
-
-    try:
-        driver = headless_chromium()
-    except BrowserUnavailable as e:
-        pytest.skip(f"no browser for the studio's page tests: {e}")
-    yield driver
-    driver.quit()
-
+# (the browser fixture, one Chromium per test process, is in conftest.py)
 
 @pytest.fixture()
 def page(browser, studio):

@@ -11,6 +11,10 @@ Endpoints:
   colourised in the model's palette) as ids, checked with the export's messages;
 - ``POST /v1/models/<name>:predict``: exactly Serving's REST predict (row format; signatures
   ``png``, ``style`` and ``serving_default``); errors as ``{"error": ...}`` with HTTP 400.
+  One extension, for OASIS models: a ``png`` row may carry ``"class_seeds": {"<class id>":
+  seed}``, which re-draws the noise of those classes' pixels only (``noise_map_from_seeds``;
+  the page's "re-roll"). With ``--serving-url`` such rows go to Serving's ``noise_map``
+  signature with the map built here.
 
 The standard library's ``ThreadingHTTPServer`` serves each request on its own thread; a local
 model runs one request at a time behind a lock (a TFLite interpreter is not thread-safe, and two
@@ -38,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spade_tf.config import Config
+from spade_tf.config import Config, Family
 from spade_tf.data.io import DataError, read_index_map
 from spade_tf.data.labels import class_names as preset_names
 from spade_tf.data.labels import palette
@@ -82,6 +86,8 @@ def model_info(config: Config, *, name: str, backend: str, has_style: bool,
             "use_instance": bool(m.use_instance), "use_vae": bool(m.use_vae),
             # a seed per request ("new look"): a VAE's latent or OASIS' noise
             "has_latent": bool(m.has_latent), "family": str(m.family),
+            # OASIS' noise is per pixel: one class's noise can be re-drawn ("re-roll")
+            "regional_noise": bool(m.has_latent and m.family is Family.OASIS),
             "has_style": bool(has_style),
             "vae_note": "" if m.has_latent else
             "this model has no style latent (model.use_vae: false): a label map has one image, "
@@ -211,6 +217,36 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def class_seeds(row: dict, k: int, config: Config) -> dict | None:
+    """The studio's ``class_seeds`` of a ``png`` row ({class id: seed}), checked; None when the
+    row has none."""
+    value = row.get("class_seeds")
+    if value is None:
+        return None
+    m = config.model
+    if not (m.has_latent and m.family is Family.OASIS):
+        raise StudioError(f"instances[{k}].class_seeds: only OASIS models with 3D noise draw "
+                          f"noise per class; this model is {m.family} "
+                          f"{'with' if m.has_latent else 'without'} a latent")
+    if not isinstance(value, dict):
+        raise StudioError(f"instances[{k}].class_seeds: expected {{\"<class id>\": seed, ...}}")
+    valid = set(range(m.num_classes)) | ({255} if m.contain_dontcare else set())
+    out = {}
+    for key, seed in value.items():
+        try:
+            c = int(key)
+        except ValueError:
+            c = None
+        if c not in valid:
+            raise StudioError(f"instances[{k}].class_seeds: {key!r} is not a class id of this "
+                              f"model (0..{m.num_classes - 1}{', 255' if 255 in valid else ''})")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise StudioError(f"instances[{k}].class_seeds[{key!r}]: the seed must be an "
+                              f"integer, got {seed!r}")
+        out[c] = seed
+    return out
+
+
 def parse_predict(body: bytes) -> tuple[str, list]:
     """Serving's REST predict body (row format) -> (signature name, instances)."""
     try:
@@ -268,7 +304,7 @@ class LocalBackend:
 
     def predict(self, body: bytes) -> tuple[int, dict, dict]:
         """(HTTP status, JSON answer, extra headers) for a REST predict body."""
-        from spade_tf.latents import latent_from_seed
+        from spade_tf.latents import latent_from_seed, noise_map_from_seeds
 
         sig, rows = parse_predict(body)
         m = self.config.model
@@ -285,8 +321,11 @@ class LocalBackend:
                                           f"(a VAE's or OASIS' noise); send an integer seed per "
                                           f"label map")
                     z = latent_from_seed(seed, m.z_dim)[None]
+                regions = class_seeds(row, k, self.config)
                 label, inst = self.synth.check(label[None], None if inst is None else inst[None],
                                                "label_png")
+                if regions:  # OASIS: a noise map, re-drawn inside the classes named
+                    z = noise_map_from_seeds(label[0], row["seed"], regions, m.z_dim)[None]
                 image, dt = self._run(self.synth, label, inst, z, "label_png")
                 preds.append({"image_png_bytes": {"b64": _b64(_png_bytes(image[0]))}})
             elif sig in ("style", "serving_default"):
@@ -312,6 +351,36 @@ class LocalBackend:
                                   f"{', '.join(map(repr, known))}")
             model_s += dt
         return 200, {"predictions": preds}, {"X-Studio-Model-Ms": f"{model_s * 1e3:.1f}"}
+
+
+def noise_map_request(body: bytes, config: Config) -> bytes:
+    """A ``png`` body whose rows carry ``class_seeds`` (the studio's extension) as the same
+    request to Serving's ``noise_map`` signature: ids, and the noise map built here. Other
+    bodies are returned unchanged, to be forwarded as they are."""
+    from spade_tf.latents import noise_map_from_seeds
+
+    try:
+        req = json.loads(body)
+        rows = req.get("instances") if isinstance(req, dict) else None
+    except ValueError:
+        return body
+    if (req.get("signature_name") != "png" or not isinstance(rows, list)
+            or not any(isinstance(r, dict) and r.get("class_seeds") is not None for r in rows)):
+        return body
+    m = config.model
+    out = []
+    for k, row in enumerate(rows):
+        regions = class_seeds(row, k, config) or {}
+        seed = row.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise StudioError(f"instances[{k}].seed: class_seeds need the image's integer seed")
+        label = _png_input(row, "label_png", k, sixteen_bit=False)
+        new = {"label": label.tolist(),
+               "noise_map": noise_map_from_seeds(label, seed, regions, m.z_dim).tolist()}
+        if m.use_instance:
+            new["instance"] = _png_input(row, "instance_png", k, sixteen_bit=True).tolist()
+        out.append(new)
+    return json.dumps({"signature_name": "noise_map", "instances": out}).encode()
 
 
 class ServingBackend:
@@ -351,11 +420,18 @@ class ServingBackend:
                           has_style=self.has_style)
 
     def predict(self, body: bytes) -> tuple[int, dict, dict]:
-        req = urllib.request.Request(self.url + ":predict", data=body, method="POST",
+        sent = noise_map_request(body, self.config)
+        req = urllib.request.Request(self.url + ":predict", data=sent, method="POST",
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                return r.status, json.loads(r.read()), {}
+                answer = json.loads(r.read())
+            if sent is not body and isinstance(answer.get("predictions"), list):
+                # Serving's row format names no output when a signature has one: the page
+                # reads {"image": rows}
+                answer["predictions"] = [p if isinstance(p, dict) else {"image": p}
+                                         for p in answer["predictions"]]
+            return r.status, answer, {}
         except urllib.error.HTTPError as e:
             text = e.read().decode("utf-8", "replace")
             try:

@@ -22,6 +22,7 @@
     undo: [], redo: [], recent: [],
     newInstancePerStroke: false, nextInstance: FIRST_NEW_INSTANCE,
     seed: 0, style: null,  // style: [H][W][3] uint8 rows, or null
+    classSeeds: {},        // OASIS: class id -> the seed of that class's own noise ("re-roll")
     inFlight: false, pending: false, requests: 0, lastSent: -Infinity,
     strokeEnd: null,       // performance.now() at the end of the last stroke not yet drawn
     latencies: [],         // {total_ms, model_ms} per stroke, stroke end -> image on screen
@@ -316,6 +317,7 @@
     const row = { label_png: { b64: toBase64(await encodeGrayPNG(S.labels, S.W, S.H, 8)) } };
     if (info.use_instance) row.instance_png = { b64: toBase64(await encodeGrayPNG(S.inst, S.W, S.H, 16)) };
     if (info.has_latent) row.seed = S.seed;  // a VAE's latent or OASIS' noise
+    if (info.regional_noise && Object.keys(S.classSeeds).length) row.class_seeds = { ...S.classSeeds };
     return { signature_name: "png", instances: [row] };
   }
 
@@ -416,6 +418,7 @@
     const cur = S.info.classes.find((c) => c.id === S.cls);
     const chip = document.createElement("span"); chip.className = "chip"; chip.style.background = cur ? cur.color : "#f0f";
     $("current").replaceChildren(chip, document.createTextNode(cur ? `${cur.name} (${cur.id})` : `id ${S.cls}`));
+    $("reroll").firstChild.textContent = `Re-roll ${cur ? cur.name : `id ${S.cls}`} `;
   }
   function selectClass(id) { S.cls = id; renderPalette(); }
   function useClass(id) { // recently used classes come first
@@ -510,9 +513,23 @@
     document.body.append(a); a.click(); a.remove();
   }
 
-  function newLook() {
+  function showSeed() {
+    const n = Object.keys(S.classSeeds).length;
+    $("seed").textContent = `seed ${S.seed}` + (n ? ` · ${n} class${n > 1 ? "es" : ""} re-rolled` : "");
+  }
+
+  function newLook() { // a new seed for the whole image; re-rolled classes follow it again
     S.seed = Math.floor(Math.random() * 2 ** 31);
-    $("seed").textContent = `seed ${S.seed}`;
+    S.classSeeds = {};
+    showSeed();
+    endEdit();
+  }
+
+  // OASIS' local editing: new noise inside the current class's pixels only; the rest of the
+  // noise, and so most of the rest of the image, stays
+  function reroll(cls = S.cls) {
+    S.classSeeds[cls] = Math.floor(Math.random() * 2 ** 31);
+    showSeed();
     endEdit();
   }
 
@@ -533,6 +550,7 @@
     else if (event.key === "]") setSize(S.size + (S.size >= 16 ? 4 : 1));
     else if (k === "n" && S.info.use_instance) { $("new-instance").checked = !$("new-instance").checked; S.newInstancePerStroke = $("new-instance").checked; }
     else if (event.key === "C" && event.shiftKey) clearTo();
+    else if (k === "g" && S.info.regional_noise) reroll();
     else if (event.key === "/") { event.preventDefault(); $("search").focus(); }
   }
 
@@ -582,6 +600,7 @@
     $("example").disabled = !info.examples;
     if (!info.examples) $("example").title = info.examples_note;
     $("seed").textContent = info.has_latent ? `seed ${S.seed}` : "";
+    $("reroll").hidden = !info.regional_noise;
 
     const canvas = $("label-canvas");
     canvas.addEventListener("pointerdown", onPointerDown);
@@ -605,6 +624,7 @@
     });
     $("download-image").addEventListener("click", () => { if ($("output").src) download($("output").src, "image.png"); });
     $("new-look").addEventListener("click", newLook);
+    $("reroll").addEventListener("click", () => reroll());
     $("style-file").addEventListener("change", (e) => { if (e.target.files[0]) loadStyle(e.target.files[0]); e.target.value = ""; });
     $("style-clear").addEventListener("click", () => {
       S.style = null; $("style-clear").hidden = true; $("style-label").firstChild.textContent = "Style image… "; endEdit();
@@ -625,7 +645,7 @@
     state: S,
     labelIds: () => Array.from(S.labels),
     instanceIds: () => Array.from(S.inst),
-    setSize, setTool, selectClass,
+    setSize, setTool, selectClass, reroll,
     encodeGrayPNG: async (values, w, h, bits) => toBase64(await encodeGrayPNG(values, w, h, bits)),
     ready: null,
   };
