@@ -39,7 +39,7 @@ echo "held-out sheets: $WORKDIR/synthesized/savedmodel/sheet.png, $WORKDIR/synth
 echo "evaluation: $WORKDIR/eval/report.html, $WORKDIR/eval/metrics.json"
 echo "paint label maps and watch this model draw them (then open http://127.0.0.1:8000/):"
 echo "  .venv/bin/spade-tf studio --model $EXPORT/spade/$version"
-echo "  (.venv/bin/spade-tf studio with no --model: the model shipped in the package, trained longer)"
+echo "  (.venv/bin/spade-tf studio with no --model: the model shipped in the package)"
 .venv/bin/python - "$WORKDIR" <<'PY'
 import json, sys
 from pathlib import Path

@@ -489,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="training run or checkpoint folder (pretrained: the packaged model)")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--segmenter", metavar="DIR", help="built-in segmenter folder or a segmentation SavedModel")
+    p.add_argument("--segmenter", metavar="DIR",
+                   help="built-in segmenter folder or a segmentation SavedModel (default for a "
+                        "packed model: the segmenter/ it ships)")
     p.add_argument("--inception-weights", metavar="FILE",
                    help="local InceptionV3 (no top) weights, e.g. "
                         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")

@@ -222,8 +222,9 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
     Args:
         checkpoint: a training run folder or a checkpoint folder.
         out: output folder (created).
-        segmenter: a built-in segmenter folder or a segmentation SavedModel; without one the
-            segmentation scores are left out (and the report says why).
+        segmenter: a built-in segmenter folder or a segmentation SavedModel; default: the
+            ``segmenter/`` a packed model ships (``spade-tf pack``), else none, and the
+            segmentation scores are left out (the report says why).
         extractor: ``inception`` (needs ``inception_weights``), ``segmenter`` (the built-in
             segmenter's features), a SavedModel path, or a ``FeatureExtractor``. Default: ``inception`` when
             ``inception_weights`` is given, else ``segmenter`` when a built-in segmenter is,
@@ -247,6 +248,11 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter
 
     if weights not in ("auto", "generator", "ema"):
         raise ValueError(f"weights={weights!r}: choose auto, generator or ema")
+    from spade_tf.pretrained import resolve
+
+    if segmenter is None and (resolve(checkpoint) / "segmenter" / "segmenter.json").is_file():
+        # a packed model (spade-tf pack) ships the segmenter that scored its card
+        segmenter = str(resolve(checkpoint) / "segmenter")
     networks, config = load_networks(checkpoint, generator=True, discriminator=False,
                                      ema_generator=True if weights == "ema" else None)
     if weights == "generator":

@@ -75,8 +75,9 @@ def pack(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter: st
     with atomic_dir(out, overwrite) as tmp:
         write_packed_generator(tmp, generator, config, note)
         shutil.copytree(segmenter, tmp / "segmenter")
-        metrics = evaluate(tmp, tmp / "eval", segmenter=str(tmp / "segmenter"), progress=progress)
-        shutil.move(tmp / "eval" / "report.png", tmp / SAMPLES)
+        metrics = evaluate(tmp, tmp / "eval", segmenter=str(tmp / "segmenter"), progress=progress,
+                           grid_rows=4)
+        _enlarge(tmp / "eval" / "report.png", tmp / SAMPLES)
         shutil.rmtree(tmp / "eval")
         seg = metrics["segmentation"]
         card = {
@@ -97,13 +98,27 @@ def pack(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter: st
                        "kid": metrics["kid"]["mean"], "kid_std": metrics["kid"]["std"],
                        "fid": metrics["fid"], "extractor": "built-in segmenter features (segmenter/)",
                        "ceiling_miou": seg["real_ceiling"]["miou"]},
-            "evaluate": f"spade-tf evaluate --checkpoint pretrained:{out.name} --segmenter "
-                        f"$(python -c \"import spade_tf.pretrained as p; print(p.FOLDER)\")/"
-                        f"{out.name}/segmenter --out eval",
+            # a packed model's own segmenter/ is evaluate's default
+            "evaluate": f"spade-tf evaluate --checkpoint pretrained:{out.name} --out eval",
         }
         atomic_write_text(tmp / CARD_JSON, json.dumps(card, indent=2) + "\n")
         atomic_write_text(tmp / CARD_MD, card_markdown(card))
     return card
+
+
+def _enlarge(src: Path, dst: Path, scale: int = 3) -> None:
+    """The label | generated | real rows at 3x (nearest): 64 px images are too small to read."""
+    from PIL import Image
+
+    from spade_tf.data.preview import save_png
+
+    img = Image.open(src)
+    save_png(img.resize((img.width * scale, img.height * scale), Image.NEAREST), dst)
+
+
+def architecture(card: dict) -> str:
+    name = {"spade": "SPADE", "oasis": "OASIS"}.get(card["family"], card["family"])
+    return name + (" with CLADE (class-adaptive normalization)" if card["norm_mode"] == "clade" else "")
 
 
 def card_markdown(card: dict) -> str:
@@ -112,7 +127,7 @@ def card_markdown(card: dict) -> str:
     return "\n".join([
         f"# Model card: {card['name']}", "",
         f"![label | generated | real]({SAMPLES})", "",
-        f"{card['family'].upper()} generator ({card['norm_mode']} normalization), "
+        f"{architecture(card)}: a generator of "
         f"{card['g_params']:,} parameters, {h} x {w} px, {card['classes']} classes of "
         f"{card['dataset']}. Shipped as float16 ({card['packed_bytes'] / 1e6:.1f} MB); it loads "
         "as float32.", "",
@@ -127,7 +142,8 @@ def card_markdown(card: dict) -> str:
         f"| KID | {s['kid']:.3f} ± {s['kid_std']:.3f} ({s['extractor']}; not comparable with "
         f"published Inception KIDs) |",
         f"| date | {card['date']} |", "",
-        "Reproduce the scores (the segmenter ships beside the weights):", "",
+        "Reproduce the scores (the segmenter that scored it ships in `segmenter/`, and "
+        "`evaluate` uses it by default):", "",
         f"    {card['evaluate']}", "",
         "Use it: `spade-tf studio` (paint, and it draws), `spade-tf synthesize --model pretrained "
         "--labels LABEL.png --out OUT`, `spade-tf export --checkpoint pretrained --out "

@@ -82,9 +82,10 @@ def test_the_card_states_the_training_and_evaluate_reproduces_its_scores(packed,
     assert card["weights"].startswith("ema_generator (decay 0.9") and "float16" in card["weights"]
     md = (packed["model"] / "card.md").read_text()
     assert f"{card['scores']['miou']:.4f}" in md and "samples.png" in md
+    assert card["evaluate"] == f"spade-tf evaluate --checkpoint pretrained:model --out eval"
     out = packed["root"] / "eval"
-    assert main(["evaluate", "--checkpoint", str(packed["model"]), "--segmenter",
-                 str(packed["model"] / "segmenter"), "--out", str(out), "--quiet"]) == 0
+    assert main(["evaluate", "--checkpoint", str(packed["model"]), "--out", str(out),
+                 "--quiet"]) == 0  # the packed segmenter/ by default
     m = json.loads((out / "metrics.json").read_text())
     assert abs(m["segmentation"]["generated"]["miou"] - card["scores"]["miou"]) <= CARD_TOLERANCE["miou"]
     assert abs(m["kid"]["mean"] - card["scores"]["kid"]) <= CARD_TOLERANCE["kid"]
@@ -215,8 +216,7 @@ def test_evaluate_reproduces_the_shipped_models_card(shipped, tmp_path):
     from spade_tf.packaging import CARD_TOLERANCE
 
     card = shipped["card"]["scores"]
-    m = evaluate("pretrained", tmp_path, segmenter=str(shipped["folder"] / "segmenter"),
-                 progress=False)
+    m = evaluate("pretrained", tmp_path, progress=False)  # its own segmenter/ by default
     got = m["segmentation"]["generated"]
     print(f"card: mIoU {card['miou']:.4f}, KID {card['kid']:.4f}; now: mIoU {got['miou']:.4f}, "
           f"KID {m['kid']['mean']:.4f}")

@@ -328,7 +328,10 @@ def test_cli_studio_refuses_bad_arguments_in_one_line(exported):
     for args, expect in ((["--model", str(exported["root"] / "nothing")], "not a model"),
                          (["--model", str(exported["version_dir"]), "--serving-url", "http://x/y"],
                           "--serving-url 'http://x/y': expected http://HOST:8501/v1/models/NAME"),
-                         ([], "give --model PATH")):
+                         # no --model is the packaged model (tests/test_packaged.py); with
+                         # --serving-url it must name the export deployed there
+                         (["--serving-url", "http://localhost:8501/v1/models/spade"],
+                          "--serving-url needs --model too")):
         proc = subprocess.run([sys.executable, "-m", "spade_tf", "studio", "--port", "0", *args],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
