@@ -141,6 +141,6 @@ def inference_generator(networks, config, batches=None):
     """(generator, description): what export, synthesis, evaluation and the studio run: the
     averaged generator (statistics refreshed) when the checkpoint has one, else G."""
     if networks.ema_generator is None:
-        return networks.generator, (getattr(networks, "generator_note", None)
+        return networks.generator, (networks.generator_note
                                     or "generator (no moving average in this checkpoint)")
     return prepared_ema_generator(networks, config, batches)

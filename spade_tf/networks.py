@@ -4,7 +4,7 @@ A spade-tf checkpoint is a folder holding ``config.yaml`` (the resolved config) 
 ``tf.train.Checkpoint`` whose top-level objects are ``generator``, ``discriminator`` and
 ``encoder`` (the training checkpoints add the optimizers and counters beside them).
 
-A *packed* checkpoint (``save_packed_generator``) holds ``config.yaml`` and ``generator.npz``
+A *packed* checkpoint (``write_packed_generator``, through ``spade-tf pack``) holds ``config.yaml`` and ``generator.npz``
 instead: the one generator that inference runs (a run's moving average, statistics refreshed)
 as float16, half the size of float32, for shipping a model in the package
 (``spade_tf.pretrained``). It loads as float32 wherever a checkpoint folder is accepted.
@@ -152,14 +152,6 @@ def write_packed_generator(folder: Path, generator: keras.Model, config: Config,
         np.savez_compressed(f, **arrays)
 
 
-def save_packed_generator(generator: keras.Model, config: Config, out_dir: str | os.PathLike,
-                          note: str, overwrite: bool = False) -> Path:
-    """A packed checkpoint folder (``write_packed_generator``), written atomically."""
-    with atomic_dir(out_dir, overwrite) as tmp:
-        write_packed_generator(tmp, generator, config, note)
-    return Path(out_dir)
-
-
 def _load_packed(path: Path, config: Config, wanted: dict) -> SPADENetworks:
     import numpy as np
 
@@ -185,7 +177,7 @@ def _load_packed(path: Path, config: Config, wanted: dict) -> SPADENetworks:
 def load_networks(path: str | os.PathLike, *, generator=None, discriminator=None,
                   encoder=None, ema_generator=None) -> tuple[SPADENetworks, Config]:
     """Loads a checkpoint folder written by ``save_networks`` (or a training run's folder, or
-    a packed checkpoint of ``save_packed_generator``; ``pretrained`` names the packaged model).
+    a packed checkpoint of ``write_packed_generator``; ``pretrained`` names the packaged model).
 
     Each of ``generator`` / ``discriminator`` / ``encoder`` / ``ema_generator``: ``None`` loads
     it iff the checkpoint holds it, ``True`` requires it, ``False`` skips it.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -21,16 +20,6 @@ SAMPLES = "samples.png"
 # What the card's scores are allowed to move by when ``evaluate`` reruns them on another
 # machine (other float rounding in the generator and the segmenter); the tests use it.
 CARD_TOLERANCE = {"miou": 0.01, "kid": 0.05}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _steps(run: Path) -> Optional[int]:
@@ -61,6 +50,7 @@ def pack(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter: st
 
     Returns the card (as written to ``card.json``).
     """
+    from spade_tf.benchmarking import machine_info
     from spade_tf.ema import inference_generator
     from spade_tf.evaluation import evaluate
     from spade_tf.networks import load_networks, write_packed_generator
@@ -79,7 +69,7 @@ def pack(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter: st
                            grid_rows=4)
         _enlarge(tmp / "eval" / "report.png", tmp / SAMPLES)
         shutil.rmtree(tmp / "eval")
-        seg = metrics["segmentation"]
+        seg, machine = metrics["segmentation"], machine_info()
         card = {
             "name": out.name,
             "family": str(config.model.family), "norm_mode": str(config.model.norm_mode),
@@ -87,7 +77,7 @@ def pack(checkpoint: str | os.PathLike, out: str | os.PathLike, *, segmenter: st
             "dataset": str(config.data.dataset),
             "command": command, "steps": steps if steps is not None else _steps(checkpoint),
             "minutes": None if minutes is None else round(float(minutes), 1),
-            "machine": f"{_cpu_name()}, {os.cpu_count()} CPUs",
+            "machine": f"{machine['cpu']}, {machine['cores']} CPUs",
             "date": datetime.date.today().isoformat(),
             "weights": note,
             "packed_bytes": (tmp / PACKED_WEIGHTS).stat().st_size,
@@ -146,5 +136,6 @@ def card_markdown(card: dict) -> str:
         "`evaluate` uses it by default):", "",
         f"    {card['evaluate']}", "",
         "Use it: `spade-tf studio` (paint, and it draws), `spade-tf synthesize --model pretrained "
-        "--labels LABEL.png --out OUT`, `spade-tf export --checkpoint pretrained --out "
+        "--labels LABEL.png --out OUT` (and `--instance INST.png` where the model takes instance "
+        "maps), `spade-tf export --checkpoint pretrained --out "
         "export/models` (Serving, TFLite).", ""])

@@ -1,7 +1,7 @@
 """The trained models shipped in the package, so that ``spade-tf studio`` and ``spade-tf
 synthesize`` draw pictures on a fresh install, with no training.
 
-Each model is a folder here: a packed checkpoint (``spade_tf.networks.save_packed_generator``:
+Each model is a folder here: a packed checkpoint (``spade_tf.networks.write_packed_generator``:
 ``config.yaml`` and float16 ``generator.npz``), its card (``card.md``, ``card.json``: the
 command, steps, minutes and scores that made it) and ``segmenter/``, the built-in segmenter
 that scored it, so that ``spade-tf evaluate`` reproduces the card. ``scripts/
