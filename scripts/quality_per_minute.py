@@ -109,8 +109,8 @@ def score(run: Path, out: Path, segmenter: Path) -> dict:
 
 
 def grid(snapshots: dict, count: int = 8, scale: int = 2):
-    """label | one column per recipe (moving average) | real, for the first ``count``
-    validation maps."""
+    """label | one column per snapshot (a recipe or a mark; moving average) | real, for the
+    first ``count`` validation maps."""
     import numpy as np
     from PIL import Image
 
@@ -204,17 +204,24 @@ def main() -> None:
 
     out = Path(args.out_doc)
     out.mkdir(parents=True, exist_ok=True)
-    grids = {}
-    for mark in marks:
-        snaps = {r: work / f"{r}_seed{args.seeds[0]}" / f"at_{mark:g}min" / "networks"
-                 for r in recipes}
-        name = f"{args.name}_{mark:g}min.png"
-        save_png(grid(snaps), out / name)
-        grids[mark] = name
+    grids, by_minutes = {}, None
+    if len(recipes) == 1 and len(marks) > 1:
+        # One recipe: one grid whose columns are its marks (what the extra minutes bought).
+        snaps = {mark: work / f"{recipes[0]}_seed{args.seeds[0]}" / f"at_{mark:g}min" / "networks"
+                 for mark in marks}
+        by_minutes = f"{args.name}_by_minutes.png"
+        save_png(grid(snaps), out / by_minutes)
+    else:
+        for mark in marks:
+            snaps = {r: work / f"{r}_seed{args.seeds[0]}" / f"at_{mark:g}min" / "networks"
+                     for r in recipes}
+            name = f"{args.name}_{mark:g}min.png"
+            save_png(grid(snaps), out / name)
+            grids[mark] = name
     summary = {"command": "python scripts/quality_per_minute.py " + " ".join(sys.argv[1:]),
                "marks_minutes": marks, "seeds": args.seeds, "recipes": recipes,
                "recipe_names": {r: RECIPES[r] for r in recipes},
-               "segmenter": seg_info, "runs": results, "grids": grids,
+               "segmenter": seg_info, "runs": results, "grids": grids, "by_minutes": by_minutes,
                "machine": os.uname().machine, "cpus": os.cpu_count()}
     atomic_write_text(out / f"{args.name}.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / f"{args.name}.md", markdown(summary))
@@ -233,6 +240,31 @@ def winner(summary: dict, mark: float) -> tuple[str, str]:
             if vals and (best is None or np.mean(vals) > best[0]):
                 best = (float(np.mean(vals)), recipe, w)
     return best[1], best[2]
+
+
+def close_calls(summary: dict, mark: float, best: str, weights: str, names: dict) -> list[str]:
+    """A line for every other recipe whose mean mIoU (same weights) is within the seeds'
+    spread of the best's: the best of a few seeds is not a winner over those."""
+    import numpy as np
+
+    def scores(recipe, key):
+        return [r["scores"][weights][key] for r in summary["runs"]
+                if r["recipe"] == recipe and r["minutes"] == mark]
+
+    top = scores(best, "miou")
+    lines = []
+    for recipe in summary["recipes"]:
+        other = scores(recipe, "miou")
+        if recipe == best or len(top) < 2 or len(other) < 2:
+            continue
+        gap = float(np.mean(top) - np.mean(other))
+        spread = max(np.ptp(top), np.ptp(other)) / 2  # half the range over seeds
+        if gap <= spread:
+            lines.append(f"A tie with **{names[recipe]}** ({np.mean(other):.4f}, {gap:.4f} behind, "
+                         f"within the seeds' spread of ±{spread:.4f}); mean KID "
+                         f"{np.mean(scores(best, 'kid')):.3f} against "
+                         f"{np.mean(scores(recipe, 'kid')):.3f}.")
+    return lines
 
 
 def markdown(s: dict) -> str:
@@ -272,7 +304,7 @@ def markdown(s: dict) -> str:
                          f"{e['kid']:.3f} ± {e['kid_std']:.3f} | {g['kid']:.3f} ± {g['kid_std']:.3f} |")
         for recipe in s["recipes"]:
             rs = [r for r in at if r["recipe"] == recipe]
-            if rs:
+            if len(rs) > 1:  # one seed: its row is the mean
                 mean = {w: np.mean([r["scores"][w]["miou"] for r in rs]) for w in WEIGHTS}
                 kid = {w: np.mean([r["scores"][w]["kid"] for r in rs]) for w in WEIGHTS}
                 lines.append(f"| **{names[recipe]}, mean** | | {np.mean([r['steps'] for r in rs]):.0f} "
@@ -281,6 +313,7 @@ def markdown(s: dict) -> str:
         best, w = winner(s, mark)
         lines += ["", f"Best mean mIoU at {mark:g} minutes: **{names[best]}** with "
                       f"{WEIGHTS[w]} weights (ceiling {ceiling['miou']:.4f})."]
+        lines += close_calls(s, mark, best, w, names)
         if "oasis_light" in s["recipes"] and "quickstart" in s["recipes"]:
             for w in WEIGHTS:
                 wins = []
@@ -308,6 +341,12 @@ def markdown(s: dict) -> str:
                       "Columns: colourised label | " + " | ".join(names[r] for r in s["recipes"])
                       + f" | real. Moving-average weights, seed {s['seeds'][0]}; 2x nearest upscale.",
                       "", f"![recipes at {mark:g} minutes]({name})", ""]
+    if s.get("by_minutes"):
+        lines += ["", f"## {names[s['recipes'][0]]}, seed {s['seeds'][0]}, minute by minute", "",
+                  "Columns: colourised label | "
+                  + " | ".join(f"{m:g} min" for m in s["marks_minutes"])
+                  + " | real. Moving-average weights; 2x nearest upscale.", "",
+                  f"![one run at each mark]({s['by_minutes']})", ""]
     return "\n".join(lines) + "\n"
 
 

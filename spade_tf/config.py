@@ -240,6 +240,7 @@ class ModelConfig:
     z_dim: int = 256  # --z_dim: latent size (SPADE's encoder hard-codes 256; OASIS' default, in its presets, is 64)
     init_type: InitType = InitType.XAVIER  # --init_type
     init_gain: float = 0.02  # --init_variance: the gain of the init
+    disc_init_gain: Optional[float] = None  # D's own gain (None: init_gain, as the references do)
     # OASIS only (model.generator: oasis):
     noise_3d: bool = True  # not --no_3dnoise: z_dim noise channels before the one-hot, into fc and every SPADE
     num_res_blocks: int = 6  # --num_res_blocks: residual blocks of G and of each half of the U-Net D
@@ -263,6 +264,9 @@ class ModelConfig:
                      "its 3D noise gives the variety)")
             _require(self.crop_size // 2 ** (self.num_res_blocks - 1) >= 1, "model.crop_size",
                      self.crop_size, f"is too small for num_res_blocks={self.num_res_blocks}")
+        for name in ("init_gain", "disc_init_gain"):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"model.{name}", value, "must be > 0")
         n_up = UPSAMPLING_LAYERS[self.num_upsampling_layers]
         _require(self.generator is GeneratorKind.OASIS or self.crop_size // 2**n_up >= 1,
                  "model.crop_size", self.crop_size,
@@ -284,6 +288,11 @@ class ModelConfig:
     def family(self) -> Family:
         """Which family of networks and losses (``model.generator`` decides)."""
         return Family.OASIS if self.generator is GeneratorKind.OASIS else Family.SPADE
+
+    @property
+    def discriminator_init_gain(self) -> float:
+        """D's init gain: ``disc_init_gain``, else the shared ``init_gain``."""
+        return self.init_gain if self.disc_init_gain is None else self.disc_init_gain
 
     @property
     def has_latent(self) -> bool:

@@ -685,3 +685,27 @@ def test_bad_oasis_depth_names_num_res_blocks():
     it would otherwise make zero)."""
     with pytest.raises(ValueError, match=r"model.num_res_blocks=9 must be 2..6"):
         load_config("oasis_light", ["model.num_res_blocks=9"])
+
+
+@pytest.mark.parametrize("preset", ["oasis_light", "quickstart"])
+def test_the_discriminator_can_have_its_own_init_gain(preset):
+    """model.disc_init_gain sets D's xavier gain alone (the light OASIS D needs 1.0, G keeps the
+    reference's 0.02); unset, D shares model.init_gain as in the references."""
+    from spade_tf.networks import build_networks
+
+    def kernel_std(layers):
+        return float(np.mean([np.std(v.numpy()) for v in layers.trainable_variables
+                              if "kernel" in v.path and int(np.prod(v.shape)) > 64]))
+
+    small = ["model.base_filters=4", "model.disc_filters=4", "model.init_gain=0.02"]
+    low = build_networks(load_config(preset, small + ["model.disc_init_gain=0.02"]), seed=0)
+    own = build_networks(load_config(preset, small + ["model.disc_init_gain=1.0"]), seed=0)
+    # D's kernels grow by the gain ratio (xavier: std proportional to gain); G's stay as they were
+    assert kernel_std(own.discriminator) / kernel_std(low.discriminator) == pytest.approx(50, rel=0.05)
+    assert kernel_std(own.generator) == pytest.approx(kernel_std(low.generator), rel=0.05)
+    # unset (every preset but the light OASIS ones), D shares G's gain
+    unset = load_config("quickstart", ["model.init_gain=0.3"]).model
+    assert unset.disc_init_gain is None and unset.discriminator_init_gain == 0.3
+    assert load_config("oasis_light").model.discriminator_init_gain == 1.0
+    with pytest.raises(ValueError, match=r"model.disc_init_gain=0.0 must be > 0"):
+        load_config(preset, ["model.disc_init_gain=0"])

@@ -281,7 +281,7 @@ def discriminator_from_config(model: ModelConfig, return_features: bool = True,
         num_discriminators=model.num_discriminators, base_filters=model.disc_filters,
         num_layers=model.disc_layers, norm=model.disc_norm.value, spectral=model.disc_spectral,
         return_features=return_features, init_type=model.init_type.value,
-        init_gain=model.init_gain, label_channels=model.semantic_channels, perf=perf,
+        init_gain=model.discriminator_init_gain, label_channels=model.semantic_channels, perf=perf,
         name="discriminator")
     h, w = model.output_hw
     d.build((None, h, w, model.semantic_channels + 3))
