@@ -234,8 +234,8 @@ def oasis_discriminator_from_config(model: ModelConfig,
     """Builds (with weights) the OASIS discriminator of ``model``."""
     d = OASISDiscriminator(model.num_label_channels, width=model.disc_filters,
                            num_res_blocks=model.num_res_blocks, spectral=model.disc_spectral,
-                           init_type=model.init_type.value, init_gain=model.discriminator_init_gain, perf=perf,
-                           name="discriminator")
+                           init_type=model.init_type.value,
+                           init_gain=model.discriminator_init_gain, perf=perf, name="discriminator")
     h, w = model.output_hw
     d.build((None, h, w, 3))
     return d
