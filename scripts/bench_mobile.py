@@ -35,13 +35,14 @@ import tensorflow as tf  # noqa: E402
 
 from spade_tf.benchmarking import machine_info, median_seconds  # noqa: E402
 from spade_tf.config import Toggle, load_config  # noqa: E402
-from spade_tf.export import (GeneratorModule, TFLiteRunner, _tflite_function,  # noqa: E402
-                             convert_tflite, psnr)
+from spade_tf.export import (GPU_TFLITE_PERF, GeneratorModule, TFLiteRunner,  # noqa: E402
+                             _tflite_function, convert_tflite, psnr)
 from spade_tf.fileio import atomic_write_text  # noqa: E402
 from spade_tf.flops import graph_multiply_adds  # noqa: E402
 from spade_tf.networks import build_networks, load_networks  # noqa: E402
 from spade_tf.perf import PLAIN, perf_scope  # noqa: E402
 from spade_tf.semantics import to_semantics  # noqa: E402
+from spade_tf.tflite_compat import delegate_summary  # noqa: E402
 
 MODELS = {  # name -> (preset, overrides)
     "SPADE ade20k": ("ade20k", []),
@@ -50,7 +51,9 @@ MODELS = {  # name -> (preset, overrides)
     "CLADE ngf 16": ("mobile", ["model.base_filters=16"]),
     "CLADE light synthscapes": ("synthscapes_light", []),
 }
-VARIANTS = ["fp32", "fp16", "dynamic_int8", "int8", "16x8"]
+# "fp16 gpu": fp16 from the GPU delegate's graph (what spade-tf export writes as fp16); the
+# others from the CPU graph, "fp16" included, so that both graphs are timed on XNNPACK
+VARIANTS = ["fp32", "fp16", "fp16 gpu", "dynamic_int8", "int8", "16x8"]
 TFLITE_PERF = dataclasses.replace(PLAIN, label_conv="gather", affine_inference_norm=Toggle.ON)
 
 
@@ -112,9 +115,12 @@ def bench_model(name, repeats, light_checkpoint=None, log=print):
     calib, test = inputs_for(config, rng, 8), inputs_for(config, rng, 4)
     module = GeneratorModule(config, g)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp_gpu:
         with perf_scope(g, TFLITE_PERF):
             tf.saved_model.save(module, tmp, signatures={"serving_default": _tflite_function(module)})
+        with perf_scope(g, GPU_TFLITE_PERF):
+            tf.saved_model.save(module, tmp_gpu, signatures={
+                "serving_default": _tflite_function(module, "gpu")})
 
         def rep():
             for x in calib:
@@ -129,6 +135,7 @@ def bench_model(name, repeats, light_checkpoint=None, log=print):
             t0 = time.time()
             try:
                 blob = (convert_16x8(tmp, rep) if variant == "16x8"
+                        else convert_tflite(tmp_gpu, "fp16") if variant == "fp16 gpu"
                         else convert_tflite(tmp, variant, rep if variant == "int8" else None))
             except Exception as e:  # noqa: BLE001 - reported in the table
                 row["not_offered"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
@@ -137,6 +144,7 @@ def bench_model(name, repeats, light_checkpoint=None, log=print):
                 continue
             row["convert_s"] = round(time.time() - t0, 1)
             row["bytes"] = len(blob)
+            row.update({k: v for k, v in delegate_summary(blob).items() if k != "gpu_rules"})
             out = TFLiteRunner(blob)(**feed)
             if variant == "fp32":
                 fp32_out = out
@@ -163,20 +171,25 @@ def markdown(result) -> str:
            f"medians of {result['repeats']} after a warm-up", "",
            f"Reproduce: `.venv/bin/python {result['command']}` (the light checkpoint: "
            f"`spade-tf train --config synthscapes_light --max-minutes 3`, 1000 steps here).", "",
+           "`fp16 gpu` is the fp16 file `spade-tf export` writes, traced from the GPU delegate's "
+           "graph; `fp16` the same weights from the CPU graph. GPU ops: the ops within the GPU "
+           "delegate's rules (`spade-tf inspect`); XNNPACK ops: the ops XNNPACK took here.", "",
            "| model | size | params | multiply-adds | variant | file MB | 1 thread s | 2 threads s | "
-           "PSNR vs fp32 dB | speed-up vs SPADE fp32, 1 thread | weights |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "PSNR vs fp32 dB | speed-up vs SPADE fp32, 1 thread | GPU ops | XNNPACK ops | weights |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "not_offered" in r:
             out.append(f"| {r['model']} | {r['size']} | {r['params'] / 1e6:.2f} M | "
                        f"{r['macs'] / 1e9:.2f} G | {r['variant']} | not offered: "
-                       f"{r['not_offered']} | | | | | |")
+                       f"{r['not_offered']} | | | | | | | |")
             continue
         speed = f"{base / r['latency_1t_s']:.1f}x" if base else ""
         out.append(f"| {r['model']} | {r['size']} | {r['params'] / 1e6:.2f} M | "
                    f"{r['macs'] / 1e9:.2f} G | {r['variant']} | {r['bytes'] / 1e6:.1f} | "
                    f"{r['latency_1t_s']:.3f} | {r['latency_2t_s']:.3f} | "
-                   f"{r.get('psnr_db', '(reference)')} | {speed} | {r['weights']} |")
+                   f"{r.get('psnr_db', '(reference)')} | {speed} | "
+                   f"{r['gpu_delegate_ops']}/{r['ops']} | {r['xnnpack_ops']}/{r['ops']} | "
+                   f"{r['weights']} |")
     return "\n".join(out) + "\n"
 
 

@@ -222,6 +222,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    import json
+
+    from spade_tf.tflite_compat import format_report, inspect_tflite
+
+    result = inspect_tflite(args.file)
+    print(json.dumps(result, indent=1) if args.json else format_report(result, args.file))
+    s = result["summary"]
+    return 1 if args.strict and s["gpu_delegate_ops"] < s["ops"] else 0
+
+
 def cmd_export(args) -> int:
     import json
 
@@ -229,10 +240,11 @@ def cmd_export(args) -> int:
 
     variants = [v for v in (args.tflite or "").split(",") if v]
     result = export_generator(args.checkpoint, args.out, name=args.name, version=args.version,
-                              tflite=variants)
+                              tflite=variants, keep_perf=args.perf)
     rep = result.report
     print(f"SavedModel: {result.version_dir} ({rep['saved_model_bytes'] / 1e6:.1f} MB, "
-          f"signatures {', '.join(rep['signatures'])}, {rep['saved_model_seconds']} s)")
+          f"signatures {', '.join(rep['signatures'])}, {rep['saved_model_perf']['forms']} "
+          f"perf forms, {rep['saved_model_seconds']} s)")
     for variant, entry in rep["tflite"].items():
         if "refused" in entry:
             print(f"TFLite {variant}: REFUSED: {entry['refused']}")
@@ -241,7 +253,9 @@ def cmd_export(args) -> int:
         psnr = entry.get("psnr_db_vs_fp32", entry["psnr_db_vs_keras"])
         print(f"TFLite {variant}: {where} ({entry['bytes'] / 1e6:.2f} MB; max "
               f"{entry['max_abs_levels_vs_keras']} levels off Keras, PSNR "
-              f"{'identical' if psnr is None else f'{psnr} dB'} on {rep['tflite_parity_maps']} maps)")
+              f"{'identical' if psnr is None else f'{psnr} dB'} on {rep['tflite_parity_maps']} maps;"
+              f" {entry['graph']} graph: the GPU delegate's rules take {entry['gpu_delegate_ops']} "
+              f"of {entry['ops']} ops, XNNPACK took {entry['xnnpack_ops']})")
     if args.json:
         print(json.dumps(rep, indent=2))
     return 0
@@ -525,6 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite", default="fp32,fp16,dynamic_int8", metavar="LIST",
                    help="comma-separated from fp32, fp16, dynamic_int8, int8; empty for none "
                         "(default fp32,fp16,dynamic_int8)")
+    p.add_argument("--perf", action="store_true",
+                   help="trace the SavedModel with this machine's perf forms (faster on a "
+                        "machine like this one); default: the plain forms, which suit any "
+                        "Serving machine, a GPU included (the report records which)")
     p.add_argument("--json", action="store_true", help="also print the export report")
     p.set_defaults(func=cmd_export)
 
@@ -570,6 +588,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser(
+        "inspect", help="which ops of a .tflite the mobile GPU delegate and XNNPACK take",
+        description="List every op of a .tflite file with whether the TFLite GPU delegate "
+                    "takes it, by the rules of tensorflow/lite/tools/versioning/"
+                    "gpu_compatibility.cc (and its 4-D tensor limit), and whether XNNPACK took "
+                    "it when LiteRT loaded the file here. An op outside the GPU delegate's "
+                    "rules runs on the phone's CPU, splitting the graph. TensorFlow's own "
+                    "Analyzer(gpu_compatibility=True) reports nothing for these files.",
+        epilog="example: spade-tf inspect export/models/spade/1-tflite/spade_fp16.tflite --strict")
+    p.add_argument("file", metavar="FILE.tflite")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any op falls outside the GPU delegate's rules")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
         "request", help="build TF Serving requests (REST JSON, gRPC) or decode an answer",

@@ -488,6 +488,10 @@ class PerfConfig:
     # vector on a 3x3 map (its border and interior outputs), the label map by label_conv's
     # lookups; the reference concatenates both at full size for one dense conv
     broadcast_noise: Toggle = Toggle.AUTO
+    # the generator's 2x nearest upsampling as one RESIZE_NEAREST_NEIGHBOR (legacy index, the
+    # same pixels) instead of two repeats, whose rank-5 TFLite ops the GPU delegate does not
+    # take; the GPU TFLite graph turns it on (auto: off, the repeats, until it is measured)
+    resize_upsampling: Toggle = Toggle.AUTO
 
     def __post_init__(self) -> None:
         _coerce_enums(self, "perf")

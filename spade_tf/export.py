@@ -32,6 +32,7 @@ message says what was wrong and what is allowed. Nothing is ever synthesized fro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -46,14 +47,25 @@ import tensorflow as tf
 
 from spade_tf.config import (CladeLookup, Config, Family, LabelConv, Toggle, config_to_dict,
                              merge_into, save_config)
+from spade_tf.kernels.delegate_forms import float_levels
 from spade_tf.latents import latent_from_seed  # noqa: F401 (the signatures' seeds; public here too)
-from spade_tf.perf import perf_scope
+from spade_tf.perf import PLAIN, perf_scope
 from spade_tf.semantics import intra_class_offsets, to_semantics
 from spade_tf.serving_client import PNG_MAGIC, not_png_message
 from spade_tf.tf_internals import tflite_schema
+from spade_tf.tflite_compat import delegate_summary
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic_int8", "int8")
 DEFAULT_TFLITE = ("fp32", "fp16", "dynamic_int8")
+# The file for the GPU delegate (float16 weights, the delegate's usual input) is traced from the
+# GPU graph (kernels/delegate_forms.py): every op within the delegate's rules. The others keep
+# the CPU graph, whose gathers XNNPACK runs faster (docs/mobile.md).
+GPU_GRAPH_VARIANTS = ("fp16",)
+# The GPU graph's perf forms: the plain ones, CLADE's lookups as a 1x1 conv (no ARG_MAX and
+# 2-D GATHER), the upsampling as resize ops (no rank-5 tensors), the norm as multiply-adds
+GPU_TFLITE_PERF = dataclasses.replace(PLAIN, affine_inference_norm=Toggle.ON,
+                                      clade_lookup=CladeLookup.ONEHOT_CONV,
+                                      resize_upsampling=Toggle.ON)
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Full int8 is offered only when it is this close to fp32 on the representative label maps
 # (the same bar as dynamic-range int8 in the export issue).
@@ -150,28 +162,35 @@ class GeneratorModule(tf.Module):
             message=f"noise_map must be float32 [N, {h}, {w}, {zd}]: one noise map per label map")
 
     def synthesize(self, label, instance=None, z=None, validate=True, positional=None,
-                   noise=None):
+                   noise=None, tflite_graph=None):
         """uint8 [N, H, W, 3] from int label (and instance, z) maps. CLADE with ICPE computes
         its positional map from the label map in the graph unless ``positional`` is given.
         OASIS: ``z`` (or ``noise``) is its noise, a vector [N, Z] per image or a map
-        [N, H, W, Z]; without one, seed 0's noise."""
+        [N, H, W, Z]; without one, seed 0's noise.
+
+        ``tflite_graph`` traces a TFLite graph instead (no checks: ``validate`` is ignored):
+        ``cpu``, the one-hot by comparison (full int8); ``gpu``, the GPU delegate's forms
+        (``kernels.delegate_forms``), whose image is float32 whole-number levels 0..255."""
         z = noise if noise is not None else z
         z = None if z is None else tf.convert_to_tensor(z, tf.float32)
         map_noise = z is not None and z.shape.rank == 4
+        if tflite_graph not in (None, "cpu", "gpu"):
+            raise ValueError(f"tflite_graph={tflite_graph!r}: None, 'cpu' or 'gpu'")
+        validate = validate and tflite_graph is None
+        onehot_form = {None: "one_hot", "cpu": "comparison", "gpu": "arithmetic"}[tflite_graph]
         checks = self._checks(label, instance, None if map_noise else z) if validate else []
         if validate and map_noise:
             checks.append(self._noise_map_check(label, z))
         with tf.control_dependencies(checks):
-            # validate=False is the TFLite graph: its one-hot by comparison (full int8)
             sem = to_semantics(label, instance, config=self.config, validate=validate,
-                               onehot_by_comparison=not validate)
+                               onehot_form=onehot_form)
         if self.oasis:
             if z is None and self.config.model.noise_3d:
                 z = self.z_from_seeds(tf.zeros(tf.shape(label)[:1], tf.int64))
             image = self.generator(sem, noise=z, training=False)
         else:
             image = self.generator(sem, z=z, positional=positional, training=False)
-        return to_uint8(image)
+        return float_levels(image) if tflite_graph == "gpu" else to_uint8(image)
 
     def style_z(self, style_image):
         """The encoder's mean latent of uint8 style images (deterministic; see the README)."""
@@ -286,9 +305,10 @@ def _signatures(module: GeneratorModule) -> dict:
     return sigs
 
 
-def _tflite_function(module: GeneratorModule):
+def _tflite_function(module: GeneratorModule, graph: str = "cpu"):
     """The TFLite graph: batch 1, no asserts, no image coding, no RNG (pitfalls: those need the
-    Flex delegate). Inputs are checked in Python by whoever runs it (``synthesize`` does)."""
+    Flex delegate). Inputs are checked in Python by whoever runs it (``synthesize`` does).
+    ``graph``: ``cpu`` or ``gpu`` (``GeneratorModule.synthesize``'s ``tflite_graph``)."""
     m = module.config.model
     h, w = module.height, module.width
     specs = [tf.TensorSpec([1, h, w], tf.int32, name="label")]
@@ -303,8 +323,8 @@ def _tflite_function(module: GeneratorModule):
         # stateless RNG of the seeds is not a TFLite builtin
         specs.append(tf.TensorSpec([1, h, w, module.generator.z_dim], tf.float32, name="noise"))
     return _named_function(specs, lambda label, instance=None, z=None, positional=None, noise=None: {
-        "image": module.synthesize(label, instance, z, validate=False, positional=positional,
-                                   noise=noise)})
+        "image": module.synthesize(label, instance, z, positional=positional, noise=noise,
+                                   tflite_graph=graph)})
 
 
 # --------------------------------------------------------------------------- warm-up records
@@ -390,7 +410,9 @@ def convert_tflite(saved_model_dir: str, variant: str, representative=None) -> b
         raise ExportError(f"TFLite {variant} conversion failed: {msg[-2000:]}") from None
 
 
-def tflite_metadata(config: Config, height: int, width: int) -> dict:
+def tflite_metadata(config: Config, height: int, width: int, graph: str = "cpu") -> dict:
+    """The JSON a spade-tf ``.tflite`` carries: inputs, outputs, classes, the config; ``graph``
+    is ``cpu`` (uint8 image) or ``gpu`` (the GPU delegate's graph: float32 levels)."""
     from spade_tf.data.labels import class_names
 
     m = config.model
@@ -414,8 +436,12 @@ def tflite_metadata(config: Config, height: int, width: int) -> dict:
     return {
         "format": "spade-tf generator",
         "inputs": inputs,
-        "outputs": [{"name": "image", "dtype": "uint8", "shape": [1, height, width, 3],
-                     "description": "RGB image"}],
+        "graph": graph,
+        "outputs": [{"name": "image", "dtype": "uint8" if graph == "cpu" else "float32",
+                     "shape": [1, height, width, 3],
+                     "description": "RGB image" if graph == "cpu" else
+                     "RGB image as whole-number levels 0..255 (cast to uint8); the GPU "
+                     "delegate takes no ROUND or CAST"}],
         "class_names": class_names(config.data.dataset, m.num_classes),
         "dataset": str(config.data.dataset),
         "config": config_to_dict(config),
@@ -492,8 +518,20 @@ class TFLiteRunner:
         n = len(next(iter(inputs.values())))
         for i in range(n):  # the graph has batch 1
             feed = {k: np.asarray(v[i:i + 1]).astype(self.input_details[k]["dtype"]) for k, v in inputs.items()}
-            out.append(self.runner(**feed)["image"])
+            if "instance" in feed:
+                feed["instance"] = renumber_instances(feed["instance"])
+            image = self.runner(**feed)["image"]
+            # the GPU graph's float32 levels are whole numbers in [0, 255]: exact as uint8
+            out.append(image if image.dtype == np.uint8 else image.astype(np.uint8))
         return np.concatenate(out, 0)
+
+
+def renumber_instances(instance) -> np.ndarray:
+    """Instance ids as 0..K-1 in order of value: the same edges (only changes between
+    neighbours matter), and whole numbers that float16 holds exactly (the GPU graph computes
+    its edges in floats, in half precision on a GPU, which holds ids up to 2048 exactly)."""
+    _, dense = np.unique(np.asarray(instance), return_inverse=True)
+    return dense.reshape(np.shape(instance)).astype(np.int32)
 
 
 def psnr(a, b) -> float:
@@ -537,7 +575,7 @@ def representative_labels(config: Config, count: int = 16):
 
 def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = None,
                      version: int | None = None, tflite=DEFAULT_TFLITE, parity_inputs=None,
-                     progress=print) -> ExportResult:
+                     progress=print, keep_perf: bool = False) -> ExportResult:
     """Exports a checkpoint (a folder from ``save_networks`` or a training run) for Serving and
     TFLite. See the module docstring for the layout.
 
@@ -553,6 +591,10 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         parity_inputs: list of input dicts (batch 1) for the TFLite checks; default 16 label
             maps of the training split.
         progress: a callable for one-line progress messages.
+        keep_perf: trace the SavedModel with this machine's ``perf`` forms (``--perf``). By
+            default it gets the plain forms: a SavedModel freezes the forms it was traced with,
+            and this machine's CPU forms (segment sums, uniform regions) are the wrong ones
+            for a GPU Serving. The report's ``saved_model_perf`` says which.
     """
     from spade_tf.networks import load_networks
 
@@ -591,7 +633,12 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
     try:
         sm_dir = tmp / "saved_model"
         progress(f"export: SavedModel ({generator.count_params():,} generator parameters)")
-        tf.saved_model.save(module, str(sm_dir), signatures=_signatures(module))
+        sm_perf = generator.perf if keep_perf else PLAIN
+        with contextlib.ExitStack() as stack:
+            for net in (generator, nets.encoder):
+                if net is not None:
+                    stack.enter_context(perf_scope(net, sm_perf))
+            tf.saved_model.save(module, str(sm_dir), signatures=_signatures(module))
         (sm_dir / "assets").mkdir(exist_ok=True)
         save_config(config, sm_dir / "assets" / "config.yaml")  # for synthesize and people
         (sm_dir / "assets.extra").mkdir(exist_ok=True)
@@ -600,6 +647,9 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         report = {
             "source": source, "name": name, "version": version, "height": h, "width": w,
             "weights": weights,
+            "saved_model_perf": {"forms": "this machine's (--perf)" if keep_perf else "plain",
+                                 **{k: str(v.value) for k, v in
+                                    dataclasses.asdict(sm_perf).items()}},
             "signatures": sorted(_signatures_names(config, nets.encoder is not None)),
             "saved_model_bytes": _dir_size(sm_dir), "saved_model_seconds": round(t_sm, 1),
             "warmup_requests": warm, "tflite": {},
@@ -622,9 +672,15 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                 clade_lookup=CladeLookup.GATHER,
                 label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM
                 else perf.label_conv)
-            with perf_scope(generator, tfl_perf):
-                tf.saved_model.save(module, str(graph_dir),
-                                    signatures={"serving_default": _tflite_function(module)})
+            graphs = {"cpu": (graph_dir, tfl_perf)}
+            if any(v in GPU_GRAPH_VARIANTS for v in tflite):
+                # The GPU delegate's graph: the plain forms, CLADE's lookups as a 1x1 conv, the
+                # upsampling as resize ops (kernels/delegate_forms.py; docs/mobile.md)
+                graphs["gpu"] = (tmp / "tflite_graph_gpu", GPU_TFLITE_PERF)
+            for graph, (folder, graph_perf) in graphs.items():
+                with perf_scope(generator, graph_perf):
+                    tf.saved_model.save(module, str(folder), signatures={
+                        "serving_default": _tflite_function(module, graph)})
             inputs, report["tflite_parity_source"] = parity_inputs, "given"
             if inputs is None:
                 try:
@@ -655,10 +711,11 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                           for x in inputs]
             keras_ref = np.concatenate([module.synthesize(**{k: tf.constant(v) for k, v in x.items()})
                                         .numpy() for x in inputs])
-            meta = tflite_metadata(config, h, w)
             fp32_out = None
             for variant in (["fp32"] if "int8" in tflite and "fp32" not in tflite else []) + list(tflite):
-                progress(f"export: TFLite {variant}")
+                graph = "gpu" if variant in GPU_GRAPH_VARIANTS else "cpu"
+                progress(f"export: TFLite {variant}" + (" (the GPU delegate's graph)"
+                                                        if graph == "gpu" else ""))
                 t1 = time.time()
 
                 def rep():
@@ -666,11 +723,13 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                         yield {k: v.astype(np.float32 if k in ("z", "positional", "noise")
                                            else np.int32)
                                for k, v in x.items()}
-                blob = convert_tflite(str(graph_dir), variant, rep if variant == "int8" else None)
-                blob = add_tflite_metadata(blob, meta)
+                blob = convert_tflite(str(graphs[graph][0]), variant,
+                                      rep if variant == "int8" else None)
+                blob = add_tflite_metadata(blob, tflite_metadata(config, h, w, graph))
                 got = TFLiteRunner(blob)(**{k: np.concatenate([x[k] for x in inputs]) for k in inputs[0]})
                 diff = np.abs(got.astype(np.int32) - keras_ref.astype(np.int32))
-                entry = {"bytes": len(blob), "seconds": round(time.time() - t1, 1),
+                entry = {"bytes": len(blob), "seconds": round(time.time() - t1, 1), "graph": graph,
+                         **delegate_summary(blob),
                          "max_abs_levels_vs_keras": int(diff.max()),
                          "mean_abs_levels_vs_keras": round(float(diff.mean()), 3),
                          "psnr_db_vs_keras": _db(psnr(got, keras_ref))}
@@ -691,7 +750,8 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                 if variant in tflite or variant == "fp32":
                     report["tflite"][variant] = entry
             report["tflite_parity_maps"] = len(inputs)
-            shutil.rmtree(graph_dir)
+            for folder, _ in graphs.values():
+                shutil.rmtree(folder)
         report["total_seconds"] = round(time.time() - t0, 1)
         (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n")
         # Into place: the report and the TFLite folder first, the Serving version folder last.

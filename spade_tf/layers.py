@@ -28,6 +28,7 @@ from spade_tf.config import FilterGradient, InitType, LabelConv, NormLayer, Spad
 from spade_tf.kernels.class_tables import class_lookup
 from spade_tf.kernels.constant_map_conv import constant_map_conv
 from spade_tf.kernels.conv_gradients import conv2d_forward_gradients
+from spade_tf.kernels.delegate_forms import resize_nearest_2x
 from spade_tf.kernels.norm_gradients import modulate, normalize_closed_form
 from spade_tf.kernels.onehot_conv import onehot_conv, onehot_indices
 from spade_tf.kernels.regions import class_hidden_features, regional_conv
@@ -110,12 +111,16 @@ def legacy_nearest_resize(x, size):
     return tf.gather(x, _legacy_nearest_indices(in_w, out_w), axis=2)
 
 
-def upsample_nearest_2x(x):
+def upsample_nearest_2x(x, resize_op=False):
     """``nn.Upsample(scale_factor=2)``: every pixel repeated 2 x 2.
 
     Two ``repeat``s. One broadcast between reshapes has about a quarter of the graph nodes but
     its gradient (a sum over two strided axes) took 2.3x as long at 128x128x256 (49 against
-    22 ms, 2026-12-02); the ade20k iteration took 4.98 against 4.43 s (single runs)."""
+    22 ms, 2026-12-02); the ade20k iteration took 4.98 against 4.43 s (single runs).
+    ``resize_op`` (``perf.resize_upsampling``): one nearest resize op instead, the same pixels
+    (``kernels/delegate_forms.py``; the TFLite GPU delegate takes no rank-5 tensor)."""
+    if resize_op:
+        return resize_nearest_2x(x)
     return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
 
 

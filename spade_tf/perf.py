@@ -39,19 +39,20 @@ _CPU_FORMS = dict(label_conv=LabelConv.SEGMENT_SUM, fuse_gamma_beta=Toggle.ON,
                   clade_lookup=CladeLookup.GATHER,
                   # measured slower on the light OASIS model (0.419 against 0.392 s a step,
                   # docs/benchmarks/train_step.md): the dense conv of cat(noise, one-hot) wins
-                  broadcast_noise=Toggle.OFF)
+                  broadcast_noise=Toggle.OFF, resize_upsampling=Toggle.OFF)
 # auto on a GPU or under XLA: the plain forms
 _PLAIN_FORMS = dict(label_conv=LabelConv.DENSE, fuse_gamma_beta=Toggle.OFF,
                     share_label_features=Toggle.OFF, filter_gradient=FilterGradient.NATIVE,
                     closed_form_gradients=Toggle.OFF, split_discriminator_input=Toggle.OFF,
                     sequential_inference=Toggle.OFF, uniform_regions=Toggle.OFF,
                     affine_inference_norm=Toggle.OFF, clade_lookup=CladeLookup.GATHER,
-                    broadcast_noise=Toggle.OFF)
+                    broadcast_noise=Toggle.OFF, resize_upsampling=Toggle.OFF)
 
 # The every-option-plain and every-option-on configs (tests and benchmarks compare them).
 PLAIN = PerfConfig(**_PLAIN_FORMS)
 ALL_ON = PerfConfig(**{**_CPU_FORMS, "filter_gradient": FilterGradient.SWAPPED,
                        "affine_inference_norm": Toggle.ON, "broadcast_noise": Toggle.ON,
+                       "resize_upsampling": Toggle.ON,
                        "clade_lookup": CladeLookup.ONEHOT_CONV})
 
 

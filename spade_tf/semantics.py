@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from spade_tf.config import Config, Family, ModelConfig
+from spade_tf.kernels.delegate_forms import instance_edges_arithmetic, onehot_arithmetic
 
 DONTCARE_ID = 255  # the reference's "unlabeled" id, remapped to channel num_classes
 
@@ -65,6 +66,19 @@ def label_channel_index(label, model: ModelConfig):
     return label
 
 
+def _channel_ids(model: ModelConfig):
+    """``label_channel_index`` as data: the id each channel stands for, and the one extra
+    ``(channel, id)`` pair (the dontcare id 255 beside its channel's own id), or None."""
+    n = model.num_label_channels
+    if model.family is Family.OASIS:
+        if model.contain_dontcare:  # id c -> channel c, and 255 -> 0 too
+            return list(range(n)), (0, DONTCARE_ID)
+        return [DONTCARE_ID] + list(range(n - 1)), None  # id c -> channel c + 1, 255 -> 0
+    if model.contain_dontcare:  # id c -> channel c; 255 -> num_classes too
+        return list(range(n)), (model.num_classes, DONTCARE_ID)
+    return list(range(n)), None
+
+
 def invalid_label_ids(label, model: ModelConfig):
     """The distinct ids of a numpy label map that ``to_semantics`` would reject (sorted)."""
     import numpy as np
@@ -114,8 +128,12 @@ def validate_labels(label, model: ModelConfig):
                                summarize=1, name="validate_labels")
 
 
+# How ``to_semantics`` builds its map, for the graph it goes into (the same 0/1 values each way)
+ONEHOT_FORMS = ("one_hot", "comparison", "arithmetic")
+
+
 def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float32,
-                 onehot_by_comparison=False):
+                 onehot_form="one_hot"):
     """Turns an integer label map (and instance map) into the generator / discriminator input.
 
     Channels: one-hot over ``num_classes`` (+1 dontcare channel when ``contain_dontcare``: id 255
@@ -132,10 +150,12 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
         validate: check the ids (an out-of-range or negative id is an ``InvalidArgumentError``
             naming the value and the allowed range).
         dtype: output dtype.
-        onehot_by_comparison: build the one-hot as ``cast(index == range(C))`` instead of
-            ``tf.one_hot`` (the same values). For full-integer TFLite graphs: TFLite's int8
-            ONE_HOT writes its off value as raw 0 whatever the zero point (-128 for a [0, 1]
-            range), so every 0 became 0.5; a float 0/1 map quantized by QUANTIZE is exact.
+        onehot_form: ``one_hot`` (``tf.one_hot``); ``comparison``: ``cast(index == range(C))``,
+            for the CPU TFLite graphs (TFLite's int8 ONE_HOT writes its off value as raw 0
+            whatever the zero point, -128 for a [0, 1] range, so every 0 became 0.5; a float
+            0/1 map quantized by QUANTIZE is exact); ``arithmetic``: float ops only, the
+            one-hot and the instance edges (``kernels.delegate_forms``), for the TFLite GPU
+            graph. The same values each way.
 
     Returns:
         NHWC [N, H, W, semantic_channels] tensor of 0/1 values.
@@ -150,16 +170,21 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
     if not model.use_instance and instance is not None:
         raise ValueError("this config does not use instance maps (model.use_instance=false), "
                          "but an instance map was given")
+    if onehot_form not in ONEHOT_FORMS:
+        raise ValueError(f"onehot_form={onehot_form!r}: one of {', '.join(ONEHOT_FORMS)}")
     label = tf.cast(label, tf.int32)
     check = validate_labels(label, model) if validate else None  # None when eager (raised there)
     with tf.control_dependencies([check] if check is not None else []):
-        index = label_channel_index(label, model)
-        if onehot_by_comparison:
+        if onehot_form == "arithmetic":
+            onehot = onehot_arithmetic(label, *_channel_ids(model), dtype=dtype)
+        elif onehot_form == "comparison":
+            index = label_channel_index(label, model)
             classes = tf.range(model.num_label_channels, dtype=index.dtype)
             # through int32: the converter turns cast(equal(...)) back into ONE_HOT
             onehot = tf.cast(tf.cast(tf.equal(index[..., None], classes), tf.int32), dtype)
         else:
-            onehot = tf.one_hot(index, model.num_label_channels, dtype=dtype)
+            onehot = tf.one_hot(label_channel_index(label, model), model.num_label_channels,
+                                dtype=dtype)
     if not model.use_instance:
         return onehot
     instance = tf.convert_to_tensor(instance)
@@ -170,7 +195,10 @@ def to_semantics(label, instance=None, *, config, validate=True, dtype=tf.float3
         tf.shape(instance), tf.shape(label),
         message="instance map and label map must have the same [N, H, W] shape")
     with tf.control_dependencies([shape_check]):
-        edges = tf.cast(instance_edges(instance), dtype)[..., None]
+        if onehot_form == "arithmetic":
+            edges = instance_edges_arithmetic(instance, dtype)
+        else:
+            edges = tf.cast(instance_edges(instance), dtype)[..., None]
     return tf.concat([onehot, edges], axis=-1)
 
 

@@ -69,6 +69,15 @@ def tflite_schema():
     return schema, flatbuffer_utils
 
 
+def litert_nodes(interpreter) -> list:
+    """Every node of a LiteRT ``Interpreter`` after its delegates were applied: the file's ops,
+    then one ``DELEGATE`` node per partition a delegate took, each with its input and output
+    tensor indices (``Interpreter._get_ops_details``). LiteRT's Python API has no public
+    listing of what a delegate took; ``spade_tf.tflite_compat`` measures XNNPACK's share with
+    it."""
+    return interpreter._get_ops_details()
+
+
 class MultiWorkerFitFixes:
     """A mixin for a ``keras.Model`` whose networks are built before ``fit``.
 

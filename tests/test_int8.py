@@ -23,7 +23,7 @@ def test_the_int8_graphs_one_hot_is_exact(tmp_path, by_comparison, exact):
     @tf.function(input_signature=[tf.TensorSpec([1, 8, 8], tf.int32, name="label")])
     def fn(label):
         sem = to_semantics(label, config=config, validate=False,
-                           onehot_by_comparison=by_comparison)
+                           onehot_form="comparison" if by_comparison else "one_hot")
         return {"image": tf.nn.conv2d(sem, kernel, 1, "SAME") + 0.25}
 
     rng = np.random.default_rng(0)

@@ -264,3 +264,51 @@ def test_spectral_conv_scaling_the_output_equals_scaling_the_kernel(float64, tra
 
 
 # ----------------------------------------------------------------------------- whole networks
+
+
+# ----------------------------------------------------------------------------- delegate_forms
+
+def test_resize_upsampling_repeats_every_pixel_as_the_repeats_do_with_the_same_gradient():
+    """The GPU graph's RESIZE_NEAREST_NEIGHBOR (legacy index) picks the pixels that two
+    ``repeat``s pick; its gradient sums each 2 x 2 block as theirs does."""
+    from spade_tf.kernels.delegate_forms import resize_nearest_2x
+    from spade_tf.layers import upsample_nearest_2x
+
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 5, 7, 3)))
+    w = tf.constant(np.random.default_rng(1).standard_normal((2, 10, 14, 3)))
+    outs, grads = [], []
+    for fn in (upsample_nearest_2x, resize_nearest_2x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * w)
+        outs.append(y.numpy())
+        grads.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
+    assert upsample_nearest_2x(x, resize_op=True).shape == (2, 10, 14, 3)
+
+
+def test_instance_edges_from_float_ops_equal_the_plain_edges():
+    from spade_tf.kernels.delegate_forms import instance_edges_arithmetic
+    from spade_tf.semantics import instance_edges
+
+    rng = np.random.default_rng(0)
+    inst = rng.integers(0, 4, (3, 9, 11)).astype(np.int32)
+    inst[0] = 7  # a map without edges
+    for dtype in (tf.float32, tf.float16):
+        got = instance_edges_arithmetic(inst, dtype).numpy()[..., 0]
+        np.testing.assert_array_equal(got, instance_edges(inst).numpy())
+
+
+def test_float_levels_are_the_rounded_levels_but_on_exact_ties():
+    from spade_tf.export import to_uint8
+    from spade_tf.kernels.delegate_forms import float_levels
+
+    x = np.concatenate([np.linspace(-1.2, 1.2, 20001), [-1.0, 1.0, 0.0]]).astype(np.float32)
+    got = float_levels(x).numpy()
+    want = to_uint8(x).numpy().astype(np.float32)
+    assert got.dtype == np.float32 and np.array_equal(got, np.round(got))
+    diff = np.abs(got - want)
+    ties = np.abs((x * 127.5 + 127.5) % 1.0 - 0.5) < 1e-6
+    assert diff.max() <= 1 and not diff[~ties].any(), x[diff > 0][:5]

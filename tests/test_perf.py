@@ -32,7 +32,8 @@ def test_auto_resolves_to_the_cpu_forms_on_a_cpu_and_the_plain_forms_on_a_gpu():
     # the forms measured slower on a CPU stay off there too (docs/performance.md)
     assert cpu == dataclasses.replace(ALL_ON, affine_inference_norm=Toggle.OFF,
                                       clade_lookup=CladeLookup.GATHER,
-                                      broadcast_noise=Toggle.OFF)
+                                      broadcast_noise=Toggle.OFF,
+                                      resize_upsampling=Toggle.OFF)
     assert resolve_perf(PerfConfig(), Device.CPU, onednn=True).filter_gradient is FilterGradient.NATIVE
     gpu = resolve_perf(PerfConfig(), current_device(["CPU", "GPU"]))
     assert gpu == PLAIN

@@ -95,6 +95,7 @@ VARIANTS = {
     "closed-form gradients": dataclasses.replace(PLAIN, closed_form_gradients=True),
     "sequential inference": dataclasses.replace(PLAIN, sequential_inference=True),
     "affine inference norm": dataclasses.replace(PLAIN, affine_inference_norm=True),
+    "resize upsampling": dataclasses.replace(PLAIN, resize_upsampling=True),
     "all on": ALL_ON,
 }
 

@@ -76,3 +76,29 @@ def test_float_labels_and_wrong_inputs_are_rejected():
         to_semantics(np.zeros((2, 2), np.int32), config=NO_DC)
     with pytest.raises(tf.errors.InvalidArgumentError, match="same"):
         to_semantics(np.zeros((1, 2, 2), np.int32), np.zeros((1, 2, 3), np.int32), config=TINY)
+
+
+@pytest.mark.parametrize("family,dontcare", [("spade", False), ("spade", True), ("oasis", False),
+                                             ("oasis", True)])
+def test_the_gpu_graphs_one_hot_from_float_ops_equals_tf_one_hot(family, dontcare):
+    """``onehot_form="arithmetic"`` (the TFLite GPU graph: relu(1 - |label - id|), no ONE_HOT,
+    EQUAL or CAST inside) gives tf.one_hot's map, and the same instance edges, for every
+    layout of ids: SPADE and OASIS, with and without the dontcare id 255."""
+    overrides = ["model.use_instance=true", f"model.contain_dontcare={str(dontcare).lower()}"]
+    if family == "oasis":
+        overrides.append("model.generator=oasis")
+    config = load_config("tiny", overrides)
+    m = config.model
+    ids = list(range(m.num_classes)) + ([255] if dontcare or family == "oasis" else [])
+    if dontcare and family == "spade":
+        ids.append(m.num_classes)  # the loader's own dontcare id
+    rng = np.random.default_rng(0)
+    label = rng.choice(ids, (2, 12, 10)).astype(np.int32)
+    inst = rng.integers(0, 5, (2, 12, 10)).astype(np.int32)
+    want = to_semantics(label, inst, config=config).numpy()
+    for dtype in (tf.float32, tf.float16):
+        got = to_semantics(label, inst, config=config, validate=False, dtype=dtype,
+                           onehot_form="arithmetic").numpy()
+        np.testing.assert_array_equal(got.astype(np.float32), want)
+    with pytest.raises(ValueError, match="onehot_form='dense'"):
+        to_semantics(label, inst, config=config, onehot_form="dense")

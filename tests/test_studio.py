@@ -12,8 +12,10 @@ import http.client
 import io
 import json
 import os
+import struct
 import threading
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +163,7 @@ def test_checkpoints_and_tflite_files_are_served_as_synthesize_runs_them(exporte
 def test_predict_errors_say_what_to_fix(studio, exported, case):
     label, inst = _example(exported["config"])
     row = {"label_png": {"b64": _label_png(label)}, "instance_png": {"b64": _instance_png(inst)}}
-    expect = {"out of range": "out of range: [200]; allowed 0..8", "wrong size": "this model takes 64x64",
+    expect = {"out of range": "out of range: [200]; allowed 0..8", "wrong size": "this model takes 64 x 64",
               "not a png": "not a PNG image", "rgb png": "single-channel (grayscale) PNG of ids",
               "no body": "\"instances\" must be a non-empty list"}[case]
     if case == "out of range":
@@ -179,6 +181,49 @@ def test_predict_errors_say_what_to_fix(studio, exported, case):
     body = {"signature_name": "png", "instances": [] if case == "no body" else [row]}
     status, answer, _ = _post(studio, f"/v1/models/{studio.backend.name}:predict", body)
     assert status == 400 and expect in answer["error"], answer
+
+
+def _png_header_only(width, height) -> bytes:
+    """A PNG signature and an IHDR chunk claiming width x height, then a truncated body."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x10"
+
+
+@pytest.mark.parametrize("endpoint", ["predict", "upload"])
+def test_an_oversized_png_is_refused_from_its_header_alone(studio, endpoint):
+    """A 20,000 x 20,000 PNG of zeros (388 KB) used to be decoded in full (5 s of CPU) before
+    its size was refused. The header's size is checked first: this one claims 100,000 x
+    100,000 pixels over a truncated body, and the answer is the size, not a decoding error."""
+    data = base64.b64encode(_png_header_only(100_000, 100_000)).decode()
+    if endpoint == "predict":
+        label, inst = _example(studio.backend.config)
+        body = {"signature_name": "png", "instances": [
+            {"label_png": {"b64": data}, "instance_png": {"b64": _instance_png(inst)}}]}
+        status, answer, _ = _post(studio, f"/v1/models/{studio.backend.name}:predict", body)
+        assert status == 400 and "100000 x 100000 pixels (from its header)" in answer["error"]
+    else:
+        status, answer, _ = _post(studio, "/studio/decode-label",
+                                  {"name": "huge.png", "file": {"b64": data}})
+        assert status == 400, answer
+        assert "huge.png: the PNG is 100000 x 100000 = 10,000,000,000 pixels (from its " \
+               "header)" in answer["error"], answer
+    assert "decode" not in answer["error"] and "truncated" not in answer["error"]
+
+
+@pytest.mark.parametrize("endpoint", ["predict", "decode-label"])
+def test_json_nested_too_deeply_is_a_400_not_a_500(studio, endpoint):
+    path = (f"/v1/models/{studio.backend.name}:predict" if endpoint == "predict"
+            else "/studio/decode-label")
+    status, answer, _ = _post(studio, path, b"[" * 50_000 + b"]" * 50_000, raw=True)
+    assert status == 400 and "nested too deeply" in answer["error"], (status, answer)
+
+
+def test_the_page_has_an_icon(studio):
+    status, body = _raw_get(studio, "/favicon.ico")
+    assert status == 200 and body.startswith(b"<svg")
+    status, page = _raw_get(studio, "/")
+    assert b'rel="icon" href="/static/favicon.svg"' in page
 
 
 def test_a_body_above_the_limit_gets_413_unread(studio):
@@ -263,9 +308,18 @@ def test_serving_url_forwards_the_same_body(studio, exported, caplog):
         direct = _post(studio, f"/v1/models/{studio.backend.name}:predict", body)
         forwarded = _post(front, f"/v1/models/{front.backend.name}:predict", body)
         assert forwarded[:2] == direct[:2] and direct[0] == 200
+        # a wrong size is refused by the front from the PNG's header, as the first one does
         body["instances"][0]["label_png"]["b64"] = _label_png(label[:10])
         status, answer, _ = _post(front, f"/v1/models/{front.backend.name}:predict", body)
-        assert status == 400 and "this model takes 64x64" in answer["error"]
+        assert (status, answer) == _post(studio, f"/v1/models/{studio.backend.name}:predict",
+                                         body)[:2]
+        assert status == 400 and "this model takes 64 x 64" in answer["error"]
+        # a body Serving would refuse is forwarded and its answer passed on
+        body["instances"][0]["label_png"]["b64"] = _label_png(label)
+        body["instances"][0]["instance_png"] = "not an object"
+        status, answer, _ = _post(front, f"/v1/models/{front.backend.name}:predict", body)
+        assert (status, answer) == _post(studio, f"/v1/models/{studio.backend.name}:predict",
+                                         body)[:2] and status == 400
     finally:
         front.shutdown()
         front.server_close()

@@ -15,6 +15,8 @@ stylegan3's ``torch_utils/ops`` and SIGE's ``sige/nn``).
   on a (2p+1)^2 map (``perf.broadcast_noise``);
 - ``conv_gradients``: the swapped kernel gradient and the flipped input gradient
   (``perf.filter_gradient``);
+- ``delegate_forms``: the one-hot, instance edges, 2x upsampling and output levels in ops the
+  TFLite GPU delegate takes (the GPU TFLite graph; ``perf.resize_upsampling``);
 - ``norm_gradients``: the closed-form normalization and modulation gradients
   (``perf.closed_form_gradients``);
 - ``onehot_conv``: a conv of a one-hot label map as lookups (``perf.label_conv``);

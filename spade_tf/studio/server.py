@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from spade_tf.config import Config, Family
-from spade_tf.data.io import DataError, read_index_map
+from spade_tf.data.io import DataError, open_image, png_dimensions, read_index_map
 from spade_tf.data.labels import class_names as preset_names
 from spade_tf.data.labels import palette
 from spade_tf.serving_client import PNG_MAGIC, not_png_message
@@ -51,6 +51,7 @@ from spade_tf.synthesize import Synthesizer, load_model_config, load_synthesizer
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 16 * 2**20  # a 1024x1024 style image as a JSON list is about 12 MB
+MAX_PNG_PIXELS = 4096 * 4096  # any PNG the studio decodes (its header is checked first)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                   ".css": "text/css; charset=utf-8", ".png": "image/png",
@@ -117,11 +118,7 @@ def decode_label_file(data: bytes, config: Config, name: str = "uploaded label m
     (``spade_tf.data.labels.colorize``): each colour becomes its class, and an unknown colour is
     an error that names the pixel.
     """
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise DataError(f"{name}: not an image PIL can read ({type(e).__name__}: {e})") from None
+    img = open_image(data, name, MAX_PNG_PIXELS)
     m = config.model
     rgb = np.asarray(img.convert("RGB")) if img.mode in ("RGB", "RGBA") else None
     gray = rgb is None or (np.array_equal(rgb[..., 0], rgb[..., 1])
@@ -187,8 +184,39 @@ def _json_rows(rows, key, dtype, shape_tail, k):
     return arr.astype(dtype)
 
 
-def _png_input(row: dict, key: str, k: int, sixteen_bit: bool) -> np.ndarray:
-    """One ``{"b64": ...}`` PNG input of the ``png`` signature, decoded as the export does."""
+def load_json(body: bytes, what: str = "request body"):
+    """``json.loads`` for bodies from the network: malformed JSON, and JSON nested too deeply
+    for Python's parser (a ``RecursionError``, which is no ``ValueError``), are 400s."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise StudioError(f"{what}: JSON nested too deeply to parse") from None
+    except ValueError as e:
+        raise StudioError(f"{what} is not JSON: {e}") from None
+
+
+def check_png_size(data: bytes, key: str, hw: tuple[int, int] | None) -> None:
+    """Refuses a PNG by the size its header states, before a pixel is decoded: a label map
+    must have the model's size (``hw``), and nothing may exceed ``MAX_PNG_PIXELS``. A 20,000 x
+    20,000 PNG of zeros is 388 KB on the wire and took 5 s of CPU to decode before its size
+    was refused."""
+    size = png_dimensions(data)
+    if size is None:
+        return
+    w, h = size
+    if hw is not None and (h, w) != tuple(hw):
+        raise StudioError(f"{key}: the PNG is {w} x {h} pixels (from its header); this model "
+                          f"takes {hw[1]} x {hw[0]} (width x height); resize it with nearest "
+                          f"neighbour first")
+    if w * h > MAX_PNG_PIXELS:
+        raise StudioError(f"{key}: the PNG is {w} x {h} = {w * h:,} pixels (from its header), "
+                          f"more than the studio's limit of {MAX_PNG_PIXELS:,}")
+
+
+def _png_input(row: dict, key: str, k: int, sixteen_bit: bool,
+               hw: tuple[int, int] | None = None) -> np.ndarray:
+    """One ``{"b64": ...}`` PNG input of the ``png`` signature, decoded as the export does,
+    its size checked from its header first (``check_png_size``)."""
     value = row.get(key)
     if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
         raise StudioError(f"instances[{k}].{key}: expected {{\"b64\": \"<base64 PNG bytes>\"}}")
@@ -198,6 +226,7 @@ def _png_input(row: dict, key: str, k: int, sixteen_bit: bool) -> np.ndarray:
         raise StudioError(f"instances[{k}].{key}: invalid base64 ({e})") from None
     if not data.startswith(PNG_MAGIC):
         raise StudioError(not_png_message(key))
+    check_png_size(data, key, hw)
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -249,10 +278,7 @@ def class_seeds(row: dict, k: int, config: Config) -> dict | None:
 
 def parse_predict(body: bytes) -> tuple[str, list]:
     """Serving's REST predict body (row format) -> (signature name, instances)."""
-    try:
-        req = json.loads(body)
-    except ValueError as e:
-        raise StudioError(f"request body is not JSON: {e}") from None
+    req = load_json(body)
     if not isinstance(req, dict):
         raise StudioError("request body must be a JSON object: {\"signature_name\": ..., "
                           "\"instances\": [...]}")
@@ -308,11 +334,13 @@ class LocalBackend:
 
         sig, rows = parse_predict(body)
         m = self.config.model
+        hw = (self.synth.height, self.synth.width)
         preds, model_s = [], 0.0
         for k, row in enumerate(rows):
             if sig == "png":
-                label = _png_input(row, "label_png", k, sixteen_bit=False)
-                inst = _png_input(row, "instance_png", k, sixteen_bit=True) if m.use_instance else None
+                label = _png_input(row, "label_png", k, sixteen_bit=False, hw=hw)
+                inst = (_png_input(row, "instance_png", k, sixteen_bit=True, hw=hw)
+                        if m.use_instance else None)
                 z = None
                 if m.has_latent:
                     seed = row.get("seed")
@@ -360,10 +388,10 @@ def noise_map_request(body: bytes, config: Config) -> bytes:
     from spade_tf.latents import noise_map_from_seeds
 
     try:
-        req = json.loads(body)
-        rows = req.get("instances") if isinstance(req, dict) else None
-    except ValueError:
-        return body
+        req = load_json(body)
+    except StudioError:
+        return body  # Serving answers it (a deep body is refused by parse_predict here first)
+    rows = req.get("instances") if isinstance(req, dict) else None
     if (req.get("signature_name") != "png" or not isinstance(rows, list)
             or not any(isinstance(r, dict) and r.get("class_seeds") is not None for r in rows)):
         return body
@@ -420,6 +448,18 @@ class ServingBackend:
                           has_style=self.has_style)
 
     def predict(self, body: bytes) -> tuple[int, dict, dict]:
+        sig, rows = parse_predict(body)  # bad JSON stops here, not at Serving
+        if sig == "png":  # PNG sizes from their headers (the first 24 bytes: 32 base64 chars)
+            checker = Synthesizer.for_config(self.config)
+            for row in rows:
+                for key in ("label_png", "instance_png"):
+                    value = row.get(key)
+                    if isinstance(value, dict) and isinstance(value.get("b64"), str):
+                        try:
+                            head = base64.b64decode(value["b64"][:32])
+                        except (binascii.Error, ValueError):
+                            continue  # Serving names the bad base64
+                        check_png_size(head, key, (checker.height, checker.width))
         sent = noise_map_request(body, self.config)
         req = urllib.request.Request(self.url + ":predict", data=sent, method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -509,6 +549,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._static("index.html")
         if path.startswith("/static/"):
             return self._static(path[len("/static/"):])
+        if path == "/favicon.ico":  # what browsers ask for without a <link rel="icon">
+            return self._static("favicon.svg")
         if path == "/studio/info":
             return self._json(200, {**srv.info, "examples": srv.examples.count,
                                     "examples_note": srv.examples.note,
@@ -574,11 +616,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise StudioError(f"no model {path[len('/v1/models/'):-len(':predict')]!r} here; "
                               f"this studio serves {srv.backend.name!r}", 404)
         if path == "/studio/decode-label":
+            req = load_json(body)
             try:
-                data = base64.b64decode(json.loads(body)["file"]["b64"], validate=True)
-                filename = str(json.loads(body).get("name", "uploaded label map"))
+                data = base64.b64decode(req["file"]["b64"], validate=True)
+                filename = str(req.get("name", "uploaded label map"))
             except (ValueError, KeyError, TypeError, binascii.Error):
                 raise StudioError("expected {\"name\": ..., \"file\": {\"b64\": ...}}") from None
+            check_png_size(data, filename, None)
             label = decode_label_file(data, srv.backend.config, filename)
             return self._json(200, ids_payload(label))
         raise StudioError(f"no such endpoint: POST {path}", 404)

@@ -200,7 +200,7 @@ class OASISGenerator(keras.Model):
             x = blk(x, seg, training=training, **block_kw)
             acts[f"body.{i}"] = x
             if i < self.num_res_blocks - 1:
-                x = upsample_nearest_2x(x)
+                x = upsample_nearest_2x(x, self.perf.resize_upsampling)
         x = self.conv_img(leaky_relu(x))
         acts["conv_img"] = x
         image = ops.tanh(x)

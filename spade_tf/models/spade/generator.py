@@ -353,15 +353,15 @@ class SPADEGenerator(keras.Model):
 
         x = block(self.head_0, x)
         acts["head_0"] = x
-        x = upsample_nearest_2x(x)
+        x = upsample_nearest_2x(x, self.perf.resize_upsampling)
         x = block(self.G_middle_0, x)
         acts["G_middle_0"] = x
         if self._extra_up_after_middle_0():
-            x = upsample_nearest_2x(x)
+            x = upsample_nearest_2x(x, self.perf.resize_upsampling)
         x = block(self.G_middle_1, x)
         acts["G_middle_1"] = x
         for blk in self.up_blocks:
-            x = block(blk, upsample_nearest_2x(x))
+            x = block(blk, upsample_nearest_2x(x, self.perf.resize_upsampling))
             acts[blk.name] = x
         x = self.conv_img(leaky_relu(x))
         acts["conv_img"] = x
