@@ -33,15 +33,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from spade_tf.benchmarking import machine_info, median_seconds  # noqa: E402
+from spade_tf.benchmarking import (inputs_for, machine_info, median_seconds,  # noqa: E402
+                                   prepared_generator)
 from spade_tf.config import Toggle, load_config  # noqa: E402
 from spade_tf.export import (GPU_TFLITE_PERF, GeneratorModule, TFLiteRunner,  # noqa: E402
                              _tflite_function, convert_tflite, psnr)
 from spade_tf.fileio import atomic_write_text  # noqa: E402
 from spade_tf.flops import graph_multiply_adds  # noqa: E402
-from spade_tf.networks import build_networks, load_networks  # noqa: E402
 from spade_tf.perf import PLAIN, perf_scope  # noqa: E402
-from spade_tf.semantics import to_semantics  # noqa: E402
 from spade_tf.tflite_compat import delegate_summary  # noqa: E402
 
 MODELS = {  # name -> (preset, overrides)
@@ -55,40 +54,6 @@ MODELS = {  # name -> (preset, overrides)
 # others from the CPU graph, "fp16" included, so that both graphs are timed on XNNPACK
 VARIANTS = ["fp32", "fp16", "fp16 gpu", "dynamic_int8", "int8", "16x8"]
 TFLITE_PERF = dataclasses.replace(PLAIN, label_conv="gather", affine_inference_norm=Toggle.ON)
-
-
-def blocky_labels(rng, n, h, w, classes, block=16):
-    lab = np.kron(rng.integers(0, classes, (n, -(-h // block), -(-w // block))),
-                  np.ones((block, block), np.int64))[:, :h, :w]
-    return lab.astype(np.int32)
-
-
-def inputs_for(config, rng, n):
-    h, w = config.model.output_hw
-    label = blocky_labels(rng, n, h, w, config.model.num_classes)
-    out = [{"label": label[i:i + 1]} for i in range(n)]
-    if config.model.use_instance:
-        inst = blocky_labels(rng, n, h, w, 4, 32)
-        for i, x in enumerate(out):
-            x["instance"] = inst[i:i + 1]
-    return out
-
-
-def prepared_networks(config, rng, light_checkpoint=None):
-    if light_checkpoint:
-        nets, config = load_networks(light_checkpoint, discriminator=False)
-        return nets.generator, config, "trained"
-    g = build_networks(config, discriminator=False, encoder=False, seed=0).generator
-    for v in g.trainable_variables:
-        if v.path.endswith("gamma_table"):
-            v.assign(rng.uniform(0.5, 2.0, v.shape).astype(np.float32))
-        elif v.path.endswith("beta_table"):
-            v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
-    for x in inputs_for(config, rng, 4):  # batch-norm statistics of these weights
-        sem = to_semantics(x["label"], x.get("instance"), config=config)
-        for _ in range(10):
-            g(sem, training=True)
-    return g, config, "initial weights, statistics run in"
 
 
 def convert_16x8(saved_model_dir, representative):
@@ -105,7 +70,7 @@ def bench_model(name, repeats, light_checkpoint=None, log=print):
     preset, overrides = MODELS[name]
     rng = np.random.default_rng(0)
     config = load_config(preset, overrides)
-    g, config, weights = prepared_networks(
+    g, config, weights = prepared_generator(
         config, rng, light_checkpoint if preset == "synthscapes_light" else None)
     h, w = config.model.output_hw
     with perf_scope(g, PLAIN):

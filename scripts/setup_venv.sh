@@ -60,3 +60,47 @@ if [ "$PROFILE" = test ] && [ -z "${SPADE_TF_NO_BROWSER:-}" ] && ! command -v ch
          "SPADE_TF_CHROMEDRIVER)" >&2
   fi
 fi
+
+# LiteRT.js, the runtime the studio's "run here" and `spade-tf export --web` pages run .tflite
+# files with in the browser: npm's @litertjs/core and @litertjs/wasm-utils at a pinned version,
+# unpacked into the package's static folder (git-ignored; nothing is fetched at run time).
+# Without npm the studio keeps its server path, and the browser-runtime tests skip and say why.
+# SPADE_TF_NO_LITERTJS=1 skips this step.
+LITERTJS_VERSION=2.5.3
+VENDOR="$ROOT/spade_tf/studio/static/vendor/litertjs"
+if [ -z "${SPADE_TF_NO_LITERTJS:-}" ] && [ "$(cat "$VENDOR/VERSION" 2>/dev/null)" != "$LITERTJS_VERSION" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "setup: fetching LiteRT.js $LITERTJS_VERSION (npm) for the browser runtime"
+    TMP_NPM="$(mktemp -d)"
+    trap 'rm -rf "$TMP_NPM"' EXIT
+    if (cd "$TMP_NPM" && npm pack --silent "@litertjs/core@$LITERTJS_VERSION" \
+          "@litertjs/wasm-utils@$LITERTJS_VERSION" >/dev/null 2>&1); then
+      mkdir -p "$TMP_NPM/core" "$TMP_NPM/utils"
+      tar xzf "$TMP_NPM/litertjs-core-$LITERTJS_VERSION.tgz" -C "$TMP_NPM/core"
+      tar xzf "$TMP_NPM/litertjs-wasm-utils-$LITERTJS_VERSION.tgz" -C "$TMP_NPM/utils"
+      NEW="$VENDOR.new"
+      rm -rf "$NEW" && mkdir -p "$NEW/core" "$NEW/wasm-utils" "$NEW/wasm"
+      cp "$TMP_NPM/core/package/dist/index.js" "$NEW/core/index.js"
+      cp "$TMP_NPM/utils/package/dist/index.js" "$NEW/wasm-utils/index.js"
+      # the relaxed-SIMD builds (one thread; threads; JSPI, which runs partly delegated models)
+      # and the compat build for browsers without relaxed SIMD
+      cp "$TMP_NPM/core/package/wasm/"litert_wasm_{internal,threaded_internal,jspi_internal,compat_internal}.{js,wasm} "$NEW/wasm/"
+      cp "$TMP_NPM/core/package/package.json" "$NEW/core-package.json"
+      # the npm packages ship no licence file; their package.json says Apache-2.0, whose text
+      # comes from an installed Apache-2.0 package (tensorflow-datasets carries it)
+      LICENSE_SRC="$(grep -l "Apache License" "$VENV"/lib/python3*/site-packages/*.dist-info/LICENSE* \
+                     "$VENV"/lib/python3*/site-packages/*.dist-info/licenses/LICENSE* 2>/dev/null | head -1 || true)"
+      { echo "LiteRT.js: @litertjs/core and @litertjs/wasm-utils $LITERTJS_VERSION (npm), Copyright"
+        echo "2025 Google LLC, under the Apache License 2.0 (their package.json):"
+        echo; [ -n "$LICENSE_SRC" ] && cat "$LICENSE_SRC"; } > "$NEW/LICENSE"
+      echo "$LITERTJS_VERSION" > "$NEW/VERSION"
+      rm -rf "$VENDOR" && mv "$NEW" "$VENDOR"
+    else
+      echo "setup: warning: npm could not fetch @litertjs/core@$LITERTJS_VERSION; the studio's" \
+           "'run here' and the export --web page are unavailable" >&2
+    fi
+  else
+    echo "setup: no npm here: the studio's 'run here' and spade-tf export --web need LiteRT.js" \
+         "(install npm and rerun this script)" >&2
+  fi
+fi

@@ -102,3 +102,52 @@ def machine_info() -> dict:
             "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={setting})" if setting else
                       f"{onednn} (TF_ENABLE_ONEDNN_OPTS unset: this CPU's default)",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+# --------------------------------------------------------------------------- phone-sized models
+
+def blocky_labels(rng, n: int, h: int, w: int, classes: int, block: int = 16):
+    """``n`` label maps [n, h, w] of ``block``-sized squares of random classes (int32)."""
+    import numpy as np
+
+    lab = np.kron(rng.integers(0, classes, (n, -(-h // block), -(-w // block))),
+                  np.ones((block, block), np.int64))[:, :h, :w]
+    return lab.astype(np.int32)
+
+
+def inputs_for(config, rng, n: int) -> list:
+    """``n`` TFLite input dicts (batch 1) of blocky label (and instance) maps for ``config``."""
+    h, w = config.model.output_hw
+    label = blocky_labels(rng, n, h, w, config.model.num_classes)
+    out = [{"label": label[i:i + 1]} for i in range(n)]
+    if config.model.use_instance:
+        inst = blocky_labels(rng, n, h, w, 4, 32)
+        for i, x in enumerate(out):
+            x["instance"] = inst[i:i + 1]
+    return out
+
+
+def prepared_generator(config, rng, checkpoint=None):
+    """(generator, config, weights note) for the mobile benchmarks: a trained ``checkpoint``'s,
+    or initial weights with their batch-norm statistics run in on blocky maps and CLADE's
+    tables drawn wider (gamma U[0.5, 2), beta N(0, 0.5^2): their own init, gamma U[0, 1) and
+    beta 0, shrinks every block to near-zero outputs), so that quantization has a signal."""
+    import numpy as np
+
+    from spade_tf.networks import build_networks, load_networks
+    from spade_tf.semantics import to_semantics
+
+    if checkpoint:
+        nets, config = load_networks(checkpoint, discriminator=False)
+        return nets.generator, config, "trained"
+    g = build_networks(config, discriminator=False, encoder=False, seed=0).generator
+    for v in g.trainable_variables:
+        if v.path.endswith("gamma_table"):
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype(np.float32))
+        elif v.path.endswith("beta_table"):
+            v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
+    for x in inputs_for(config, rng, 4):  # batch-norm statistics of these weights
+        sem = to_semantics(x["label"], x.get("instance"), config=config)
+        for _ in range(10):
+            g(sem, training=True)
+    return g, config, "initial weights, statistics run in"

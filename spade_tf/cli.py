@@ -239,6 +239,8 @@ def cmd_export(args) -> int:
     from spade_tf.export import export_generator
 
     variants = [v for v in (args.tflite or "").split(",") if v]
+    if args.web and "int8" not in variants:
+        variants.append("int8")  # the phone page's model
     result = export_generator(args.checkpoint, args.out, name=args.name, version=args.version,
                               tflite=variants, keep_perf=args.perf)
     rep = result.report
@@ -256,6 +258,20 @@ def cmd_export(args) -> int:
               f"{'identical' if psnr is None else f'{psnr} dB'} on {rep['tflite_parity_maps']} maps;"
               f" {entry['graph']} graph: the GPU delegate's rules take {entry['gpu_delegate_ops']} "
               f"of {entry['ops']} ops, XNNPACK took {entry['xnnpack_ops']})")
+    if args.web:
+        from spade_tf.studio.web import export_web
+
+        # the int8 file (XNNPACK's fastest on phones' CPUs), else the smallest one written
+        pick = next((v for v in ("int8", "dynamic_int8", "fp16", "fp32") if v in result.tflite), None)
+        if pick is None:
+            raise ValueError("--web: no .tflite was written to put in the page")
+        if pick != "int8":
+            print(f"web: full int8 was refused (see above); the page takes {pick} instead")
+        web = export_web(result.tflite[pick], args.web, name=rep["name"], compat=args.web_compat,
+                         overwrite=args.overwrite_web)
+        print(f"web: {web['out']} ({web['bytes'] / 1e6:.1f} MB, {pick}, LiteRT.js "
+              f"{web['litertjs']}): serve it with any static server, e.g. python3 -m http.server "
+              f"-d {web['out']} 8000; its README.txt says which headers give two threads")
     if args.json:
         print(json.dumps(rep, indent=2))
     return 0
@@ -543,6 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trace the SavedModel with this machine's perf forms (faster on a "
                         "machine like this one); default: the plain forms, which suit any "
                         "Serving machine, a GPU included (the report records which)")
+    p.add_argument("--web", metavar="DIR",
+                   help="also write a static page for phones to DIR: paint a label map and the "
+                        "int8 model draws it in the browser (LiteRT.js), offline after the first "
+                        "visit; any static host serves it")
+    p.add_argument("--web-compat", action="store_true",
+                   help="with --web: also ship the runtime build for browsers without relaxed "
+                        "SIMD (+9.6 MB)")
+    p.add_argument("--overwrite-web", action="store_true", help="with --web: replace DIR")
     p.add_argument("--json", action="store_true", help="also print the export report")
     p.set_defaults(func=cmd_export)
 

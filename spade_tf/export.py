@@ -410,6 +410,36 @@ def convert_tflite(saved_model_dir: str, variant: str, representative=None) -> b
         raise ExportError(f"TFLite {variant} conversion failed: {msg[-2000:]}") from None
 
 
+def cpu_tflite_perf(perf):
+    """The CPU TFLite graph's forms from the machine's ``perf``. SparseSegmentSum
+    (perf.label_conv=segment_sum) is not a TFLite builtin: the graph reads the label map with
+    K*K GATHERs instead (the same numbers). It is dense (no perf.uniform_regions): the TFLite
+    graph keeps static shapes; the regions' data-dependent ones (WHERE, then gathers of that
+    many rows) were not tried there. Its batch norms are multiply-adds
+    (perf.affine_inference_norm), for full int8, and CLADE's tables are read with GATHER
+    (int8-exact lookups; a one-hot matmul would quantize the tables' products and sums)."""
+    return dataclasses.replace(
+        perf, uniform_regions=Toggle.OFF, affine_inference_norm=Toggle.ON,
+        clade_lookup=CladeLookup.GATHER,
+        label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM else perf.label_conv)
+
+
+def convert_generator(generator, config: Config, variant: str, representative=None) -> bytes:
+    """One TFLite file of ``generator`` as ``export_generator`` writes it: the GPU graph for
+    ``GPU_GRAPH_VARIANTS``, the CPU graph otherwise, with its metadata; for benchmarks and
+    tools that need a file without the Serving export around it. ``representative``: full
+    int8's calibration (a callable yielding input dicts)."""
+    graph = "gpu" if variant in GPU_GRAPH_VARIANTS else "cpu"
+    module = GeneratorModule(config, generator)
+    with tempfile.TemporaryDirectory() as tmp:
+        with perf_scope(generator, GPU_TFLITE_PERF if graph == "gpu"
+                        else cpu_tflite_perf(generator.perf)):
+            tf.saved_model.save(module, tmp, signatures={
+                "serving_default": _tflite_function(module, graph)})
+        blob = convert_tflite(tmp, variant, representative)
+    return add_tflite_metadata(blob, tflite_metadata(config, module.height, module.width, graph))
+
+
 def tflite_metadata(config: Config, height: int, width: int, graph: str = "cpu") -> dict:
     """The JSON a spade-tf ``.tflite`` carries: inputs, outputs, classes, the config; ``graph``
     is ``cpu`` (uint8 image) or ``gpu`` (the GPU delegate's graph: float32 levels)."""
@@ -659,20 +689,7 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             tfl_tmp = tmp / "tflite"
             tfl_tmp.mkdir()
             graph_dir = tmp / "tflite_graph"
-            # SparseSegmentSum (perf.label_conv=segment_sum) is not a TFLite builtin: the TFLite
-            # graph reads the label map with K*K GATHERs instead (the same numbers). It is also
-            # dense (no perf.uniform_regions): the TFLite graph keeps static shapes; the regions'
-            # data-dependent ones (WHERE, then gathers of that many rows) were not tried there.
-            # Its batch norms are multiply-adds (perf.affine_inference_norm), for full int8, and
-            # CLADE's tables are read with GATHER (int8-exact lookups; a one-hot matmul would
-            # quantize the tables' products and sums).
-            perf = generator.perf
-            tfl_perf = dataclasses.replace(
-                perf, uniform_regions=Toggle.OFF, affine_inference_norm=Toggle.ON,
-                clade_lookup=CladeLookup.GATHER,
-                label_conv=LabelConv.GATHER if perf.label_conv is LabelConv.SEGMENT_SUM
-                else perf.label_conv)
-            graphs = {"cpu": (graph_dir, tfl_perf)}
+            graphs = {"cpu": (graph_dir, cpu_tflite_perf(generator.perf))}
             if any(v in GPU_GRAPH_VARIANTS for v in tflite):
                 # The GPU delegate's graph: the plain forms, CLADE's lookups as a 1x1 conv, the
                 # upsampling as resize ops (kernels/delegate_forms.py; docs/mobile.md)

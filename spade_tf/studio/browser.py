@@ -31,8 +31,13 @@ def find_chromium() -> tuple[str, str]:
     return browser, driver
 
 
-def headless_chromium(width: int = 1400, height: int = 1000):
-    """A Selenium ``webdriver.Chrome`` running headless Chromium at ``width`` x ``height``."""
+def headless_chromium(width: int = 1400, height: int = 1000, mobile: bool = False,
+                      extra_args: tuple = (), gpu: bool = False):
+    """A Selenium ``webdriver.Chrome`` running headless Chromium at ``width`` x ``height``;
+    ``mobile``: a phone's screen of that size in CSS pixels (device pixel ratio 3, touch
+    events, a phone's user agent), through Chromium's device emulation. ``extra_args``: more
+    Chromium switches (e.g. WebGPU's); ``gpu``: leave Chromium's GPU process on (WebGPU, on
+    SwiftShader where there is no GPU)."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -41,10 +46,17 @@ def headless_chromium(width: int = 1400, height: int = 1000):
     browser, driver = find_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    for arg in ("--headless=new", "--no-sandbox", *(() if gpu else ("--disable-gpu",)),
+                "--disable-dev-shm-usage",
                 f"--window-size={width},{height}", "--force-device-scale-factor=1",
-                "--disable-extensions", "--no-first-run", "--force-color-profile=srgb"):
+                "--disable-extensions", "--no-first-run", "--force-color-profile=srgb",
+                *extra_args):
         options.add_argument(arg)
+    if mobile:
+        options.add_experimental_option("mobileEmulation", {
+            "deviceMetrics": {"width": width, "height": height, "pixelRatio": 3.0, "touch": True},
+            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, "
+                         "like Gecko) Chrome/156.0 Mobile Safari/537.36"})
     try:
         return webdriver.Chrome(service=Service(executable_path=driver), options=options)
     except Exception as e:  # selenium's WebDriverException, or the driver failing to start

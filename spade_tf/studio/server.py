@@ -44,9 +44,9 @@ from PIL import Image
 
 from spade_tf.config import Config, Family
 from spade_tf.data.io import DataError, open_image, png_dimensions, read_index_map
-from spade_tf.data.labels import class_names as preset_names
 from spade_tf.data.labels import palette
 from spade_tf.serving_client import PNG_MAGIC, not_png_message
+from spade_tf.studio.web import ISOLATION_HEADERS, litertjs_status, model_info, sidecar
 from spade_tf.synthesize import Synthesizer, load_model_config, load_synthesizer
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -55,7 +55,9 @@ MAX_PNG_PIXELS = 4096 * 4096  # any PNG the studio decodes (its header is checke
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                   ".css": "text/css; charset=utf-8", ".png": "image/png",
-                  ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+                  ".svg": "image/svg+xml", ".ico": "image/x-icon",
+                  # WebAssembly.instantiateStreaming insists on this type
+                  ".wasm": "application/wasm", ".json": "application/json"}
 _SERVING_URL = re.compile(r"^(https?://[^/]+)/v1/models/([^/:]+)(/versions/\d+|/labels/[^/:]+)?$")
 log = logging.getLogger("spade_tf.studio")
 
@@ -69,31 +71,6 @@ class StudioError(ValueError):
 
 
 # --------------------------------------------------------------------------- what the page needs
-
-def model_info(config: Config, *, name: str, backend: str, has_style: bool,
-               class_names: list[str] | None = None) -> dict:
-    """The page's description of a model: size, classes (id, name, colour), dontcare, and
-    whether it takes instance maps and a latent (seed or style image)."""
-    m = config.model
-    h, w = m.output_hw
-    names = class_names or preset_names(config.data.dataset, m.num_classes)
-    colors = ["#%02x%02x%02x" % tuple(int(v) for v in c)
-              for c in palette(config.data.dataset, m.num_classes)]  # the last: dontcare
-    classes = [{"id": i, "name": names[i], "color": colors[i]} for i in range(m.num_classes)]
-    if m.contain_dontcare:
-        classes.append({"id": 255, "name": "dontcare", "color": colors[m.num_classes]})
-    return {"name": name, "backend": backend, "height": int(h), "width": int(w),
-            "dataset": str(config.data.dataset), "classes": classes,
-            "use_instance": bool(m.use_instance), "use_vae": bool(m.use_vae),
-            # a seed per request ("new look"): a VAE's latent or OASIS' noise
-            "has_latent": bool(m.has_latent), "family": str(m.family),
-            # OASIS' noise is per pixel: one class's noise can be re-drawn ("re-roll")
-            "regional_noise": bool(m.has_latent and m.family is Family.OASIS),
-            "has_style": bool(has_style),
-            "vae_note": "" if m.has_latent else
-            "this model has no style latent (model.use_vae: false): a label map has one image, "
-            "so there is no style upload and no new look"}
-
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -314,13 +291,28 @@ class LocalBackend:
     def has_style(self) -> bool:
         return self.synth.has_style
 
+    @property
+    def tflite_path(self) -> str | None:
+        """The ``.tflite`` this studio runs (the page can run it too), or None."""
+        return self.synth.source if self.kind == "tflite" else None
+
+    def _metadata(self) -> dict | None:
+        return getattr(getattr(self.synth, "runner", None), "metadata", None)
+
     def info(self) -> dict:
         names = None
-        metadata = getattr(getattr(self.synth, "runner", None), "metadata", None)
+        metadata = self._metadata()
         if metadata and metadata.get("class_names"):
             names = list(metadata["class_names"])  # the names stored in the .tflite
-        return model_info(self.config, name=self.name, backend=f"{self.kind}: {self.synth.source}",
+        info = model_info(self.config, name=self.name, backend=f"{self.kind}: {self.synth.source}",
                           has_style=self.has_style, class_names=names)
+        if self.tflite_path:  # the page may run the same file itself (LiteRT.js)
+            info["here"] = litertjs_status()
+        return info
+
+    def sidecar(self) -> dict:
+        """The description the page's own runtime needs (``spade_tf.studio.web.sidecar``)."""
+        return sidecar(self._metadata(), self.info())
 
     def _run(self, fn, *args):
         with self._lock:
@@ -422,6 +414,8 @@ class ServingBackend:
         timeout: seconds to wait for Serving's answer.
     """
 
+    tflite_path = None  # Serving runs SavedModels: the page cannot run them itself
+
     def __init__(self, url: str, config: Config, timeout: float = 120.0):
         url = url.rstrip("/")
         match = _SERVING_URL.match(url)
@@ -504,6 +498,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        # cross-origin isolation: the browser runtime's threaded build needs SharedArrayBuffer
+        for k, v in ISOLATION_HEADERS.items():
+            self.send_header(k, v)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -551,6 +548,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._static(path[len("/static/"):])
         if path == "/favicon.ico":  # what browsers ask for without a <link rel="icon">
             return self._static("favicon.svg")
+        if path in ("/studio/model.tflite", "/studio/model.json"):
+            tflite = srv.backend.tflite_path
+            if tflite is None:
+                raise StudioError("this studio serves no .tflite (run here needs spade-tf studio "
+                                  "--model FILE.tflite)", 404)
+            if path.endswith(".json"):
+                return self._json(200, srv.backend.sidecar())
+            return self._send(200, Path(tflite).read_bytes(), "application/octet-stream")
         if path == "/studio/info":
             return self._json(200, {**srv.info, "examples": srv.examples.count,
                                     "examples_note": srv.examples.note,

@@ -28,6 +28,9 @@
     latencies: [],         // {total_ms, model_ms} per stroke, stroke end -> image on screen
     stroke: null, lastStroke: null, errors: [], shown: 0,
     colors: new Map(),     // id -> [r, g, b]
+    where: "server",       // "here": the page runs the .tflite itself (LiteRT.js, here.js)
+    here: null,            // the loaded HereRunner
+    staticMode: window.SPADE_STATIC === true, // the export --web page: no server at all
   };
 
   // ------------------------------------------------------------------ errors
@@ -331,6 +334,55 @@
     return c.toDataURL("image/png");
   }
 
+  // ------------------------------------------------------------------ run here (LiteRT.js)
+  async function loadHere() {
+    if (S.here) return S.here;
+    const base = S.staticMode ? "./" : "/static/";
+    const mod = await import(base + "here.js");
+    const url = S.staticMode ? "./model.tflite" : "/studio/model.tflite";
+    S.here = await mod.loadModel(S.info, url, { base: base + "vendor/litertjs/wasm/" });
+    return S.here;
+  }
+
+  let hereCanvas = null;
+  async function runHere() { // the image and the model's time, drawn by this browser
+    const runner = await loadHere();
+    const { rgba, ms } = await runner.run(S.labels, S.info.use_instance ? S.inst : null,
+                                          { seed: S.seed, classSeeds: S.classSeeds });
+    hereCanvas = hereCanvas || document.createElement("canvas");
+    hereCanvas.width = S.W; hereCanvas.height = S.H;
+    hereCanvas.getContext("2d").putImageData(new ImageData(rgba, S.W, S.H), 0, 0);
+    return { src: hereCanvas.toDataURL("image/png"), modelMs: ms, ran: runner.where };
+  }
+
+  async function setWhere(where) {
+    S.where = where;
+    $("where").value = where;
+    if (where === "here") {
+      try {
+        $("ran").textContent = "loading the model into this browser…";
+        await loadHere();
+      } catch (e) {
+        S.where = "server"; $("where").value = "server";
+        $("ran").textContent = "";
+        showError(`cannot run the model here: ${e.message}`);
+        return;
+      }
+    }
+    synthesize();
+  }
+
+  async function runServer() { // the image and the model's time, from the studio's server
+    const body = JSON.stringify(await requestBody());
+    const { body: answer, response } = await getJSON(`/v1/models/${encodeURIComponent(S.info.name)}:predict`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body,
+    });
+    const pred = answer.predictions && answer.predictions[0];
+    if (!pred) throw new Error("the answer has no predictions");
+    const src = pred.image_png_bytes ? "data:image/png;base64," + pred.image_png_bytes.b64 : imageFromRows(pred.image);
+    return { src, modelMs: parseFloat(response.headers.get("X-Studio-Model-Ms")), ran: S.info.backend };
+  }
+
   async function synthesize() {
     if (!S.info) return;
     if (S.inFlight) { S.pending = true; return; } // at most one request; the latest map wins
@@ -340,22 +392,16 @@
     S.lastSent = sentAt;
     const id = ++S.requests;
     try {
-      const body = JSON.stringify(await requestBody());
       const encoded = performance.now();
-      const { body: answer, response } = await getJSON(`/v1/models/${encodeURIComponent(S.info.name)}:predict`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body,
-      });
+      const { src, modelMs, ran } = S.where === "here" ? await runHere() : await runServer();
       const answered = performance.now();
-      const pred = answer.predictions && answer.predictions[0];
-      if (!pred) throw new Error("the answer has no predictions");
-      const src = pred.image_png_bytes ? "data:image/png;base64," + pred.image_png_bytes.b64 : imageFromRows(pred.image);
       const out = $("output");
       out.src = src;
       await out.decode();
       await new Promise((resolve) => requestAnimationFrame(() => resolve()));
       S.shown = id;
       clearError();
-      const modelMs = parseFloat(response.headers.get("X-Studio-Model-Ms"));
+      $("ran").textContent = `ran on ${ran}` + (Number.isFinite(modelMs) ? `: model ${modelMs.toFixed(1)} ms` : "");
       if (S.strokeEnd !== null && sentAt >= S.strokeEnd) {
         const strokeEnd = S.strokeEnd, total = performance.now() - strokeEnd;
         S.strokeEnd = null;
@@ -576,7 +622,11 @@
   }
 
   async function start() {
-    const { body: info } = await getJSON("/studio/info");
+    const { body: info } = await getJSON(S.staticMode ? "./model.json" : "/studio/info");
+    if (S.staticMode && "serviceWorker" in navigator) {
+      // offline after the first visit, and cross-origin isolated (two threads) from the second
+      navigator.serviceWorker.register("./sw.js").catch((e) => console.warn("service worker:", e));
+    }
     S.info = info; S.W = info.width; S.H = info.height;
     for (const c of info.classes) S.colors.set(c.id, [1, 3, 5].map((i) => parseInt(c.color.slice(i, i + 2), 16)));
     $("model-name").textContent = `${info.name} · ${info.width}×${info.height} · ${info.classes.length} classes · ${info.backend}`;
@@ -601,6 +651,19 @@
     if (!info.examples) $("example").title = info.examples_note;
     $("seed").textContent = info.has_latent ? `seed ${S.seed}` : "";
     $("reroll").hidden = !info.regional_noise;
+    // where the model runs: the static page only here; the studio offers here beside its
+    // server when it serves a .tflite and has LiteRT.js (info.here)
+    $("where-group").hidden = S.staticMode || !info.here;
+    if (info.here && !info.here.available) {
+      $("where").querySelector('option[value="here"]').disabled = true;
+      $("where-group").title = info.here.reason;
+    }
+    $("where").addEventListener("change", (e) => setWhere(e.target.value));
+    if (S.staticMode) {
+      S.where = "here";
+      $("load-label").closest("label").hidden = true; // decoding uploads needs the server
+      $("example").hidden = true;
+    }
 
     const canvas = $("label-canvas");
     canvas.addEventListener("pointerdown", onPointerDown);
@@ -645,7 +708,8 @@
     state: S,
     labelIds: () => Array.from(S.labels),
     instanceIds: () => Array.from(S.inst),
-    setSize, setTool, selectClass, reroll,
+    setSize, setTool, selectClass, reroll, setWhere,
+    redraw: () => { render(); endEdit(); },  // after a test or script wrote state.labels
     encodeGrayPNG: async (values, w, h, bits) => toBase64(await encodeGrayPNG(values, w, h, bits)),
     ready: null,
   };

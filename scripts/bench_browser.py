@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""The model in the browser against native LiteRT, in one run; and a try of WebGPU.
+
+For the light preset (the packaged model) and the phone preset (``mobile``, CLADE ngf 32 at
+256 px, initial weights with statistics run in: spade_tf.benchmarking.prepared_generator), the
+int8 file (CPU graph) and the fp16 file (the GPU delegate's graph), as ``spade-tf export``
+writes them: medians of ``--repeats`` runs after a warm-up, batch 1,
+
+- native: LiteRT (ai-edge-litert, XNNPACK) on 1 and 2 threads;
+- browser: LiteRT.js (WebAssembly, XNNPACK) in headless Chromium on 1 and 2 threads (the
+  threaded build, on a cross-origin-isolated page), one fresh page per configuration;
+
+and whether the browser's image equals the native one (max difference in levels).
+``--webgpu`` also runs each fp16 file with LiteRT.js' WebGPU accelerator (the JSPI build;
+SwiftShader where there is no GPU) and records what happens, verbatim.
+
+    .venv/bin/python scripts/bench_browser.py --markdown docs/benchmarks/browser.md \\
+        --json docs/benchmarks/browser.json --webgpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from spade_tf.benchmarking import (inputs_for, machine_info, median_seconds,  # noqa: E402
+                                   prepared_generator)
+from spade_tf.config import load_config  # noqa: E402
+from spade_tf.export import TFLiteRunner, convert_generator  # noqa: E402
+from spade_tf.fileio import atomic_write_text  # noqa: E402
+from spade_tf.studio.web import ISOLATION_HEADERS, export_web  # noqa: E402
+
+MODELS = {"light (synthscapes_light, trained)": ("synthscapes_light", "pretrained"),
+          "phone (mobile, CLADE ngf 32)": ("mobile", None)}
+VARIANTS = ("int8", "fp16")
+
+# A blank page beside the --web folder's files: the runtime is loaded by the benchmark itself.
+BENCH_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<script type="importmap">{"imports": {"@litertjs/wasm-utils": "./vendor/litertjs/wasm-utils/index.js"}}</script>
+</head><body></body></html>"""
+BENCH_SCRIPT = """
+const [threads, repeats, accelerator, feedData, done] = arguments;
+(async () => {
+  try {
+    const here = await import("./here.js");
+    const info = await (await fetch("./model.json")).json();
+    const runner = await here.loadModel(info, "./model.tflite", {threads, accelerator});
+    const labels = Int32Array.from(feedData.label), inst = feedData.instance ? Int32Array.from(feedData.instance) : null;
+    let out = await runner.run(labels, inst);
+    const times = [];
+    for (let i = 0; i < repeats; i++) { out = await runner.run(labels, inst); times.push(out.ms); }
+    times.sort((a, b) => a - b);
+    const rgb = [];
+    for (let p = 0; p < out.rgba.length; p += 4) rgb.push(out.rgba[p], out.rgba[p + 1], out.rgba[p + 2]);
+    done({ok: true, median_ms: times[(times.length - 1) >> 1], where: runner.where,
+          isolated: self.crossOriginIsolated, rgb});
+  } catch (e) {
+    done({ok: false, error: String(e && e.stack || e)});
+  }
+})();
+"""
+
+
+class _Isolated(http.server.SimpleHTTPRequestHandler):
+    """A static server that sends the cross-origin-isolation headers (two threads)."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".wasm": "application/wasm", ".js": "text/javascript"}
+
+    def end_headers(self):
+        for k, v in ISOLATION_HEADERS.items():
+            self.send_header(k, v)
+        super().end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(folder: Path):
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Isolated, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/bench.html"
+
+
+def in_browser(url, threads, repeats, feed, accelerator="wasm", gpu=False):
+    from spade_tf.studio.browser import headless_chromium
+
+    extra = ("--enable-unsafe-webgpu", "--enable-features=Vulkan",
+             "--use-webgpu-adapter=swiftshader", "--enable-experimental-web-platform-features") \
+        if gpu else ()
+    driver = headless_chromium(gpu=gpu, extra_args=extra)
+    try:
+        driver.set_script_timeout(600)
+        driver.get(url)
+        return driver.execute_async_script(
+            BENCH_SCRIPT, threads, repeats, accelerator,
+            {k: np.asarray(v).ravel().tolist() for k, v in feed.items()})
+    finally:
+        driver.quit()
+
+
+def bench(name, repeats, webgpu, log):
+    preset, checkpoint = MODELS[name]
+    rng = np.random.default_rng(0)
+    g, config, weights = prepared_generator(load_config(preset), rng, checkpoint)
+    calib, test = inputs_for(config, rng, 8), inputs_for(config, rng, 1)[0]
+    h, w = (int(v) for v in config.model.output_hw)
+    rows = []
+    for variant in VARIANTS:
+        blob = convert_generator(g, config, variant,
+                                 (lambda: iter(dict(x) for x in calib)) if variant == "int8" else None)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{variant}.tflite"
+            path.write_bytes(blob)
+            web = Path(tmp) / "web"
+            export_web(path, web)
+            (web / "bench.html").write_text(BENCH_PAGE)
+            row = {"model": name, "variant": variant, "size": f"{h}x{w}", "weights": weights,
+                   "bytes": len(blob)}
+            native = {}
+            for threads in (1, 2):
+                runner = TFLiteRunner(blob, num_threads=threads)
+                feed = {k: v.astype(runner.input_details[k]["dtype"]) for k, v in test.items()}
+                row[f"native_{threads}t_ms"] = round(1e3 * median_seconds(
+                    lambda: runner.runner(**feed), repeats)[0], 2)
+                native[threads] = runner(**test)[0]
+            httpd, url = serve(web)
+            try:
+                for threads in (1, 2):
+                    got = in_browser(url, threads, repeats, test)
+                    if not got["ok"]:
+                        row[f"browser_{threads}t_error"] = got["error"][:500]
+                        log(f"{name} {variant} browser {threads} thread(s): {got['error'][:300]}")
+                        continue
+                    row[f"browser_{threads}t_ms"] = round(got["median_ms"], 2)
+                    image = np.asarray(got["rgb"], np.int32).reshape(h, w, 3)
+                    row[f"browser_{threads}t_max_levels_vs_native"] = int(
+                        np.abs(image - native[1].astype(np.int32)).max())
+                if webgpu and variant == "fp16":
+                    got = in_browser(url, 1, repeats, test, accelerator="webgpu", gpu=True)
+                    row["webgpu"] = got if not got.get("ok") else {
+                        "ok": True, "median_ms": round(got["median_ms"], 2), "where": got["where"],
+                        "max_levels_vs_native": int(np.abs(np.asarray(got["rgb"], np.int32).reshape(
+                            h, w, 3) - native[1].astype(np.int32)).max())}
+            finally:
+                httpd.shutdown()
+                httpd.server_close()
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def markdown(result) -> str:
+    info = result["machine"]
+    out = [f"machine: {info['cpu']}, {info['isa']}, {info['cores']} cores; LiteRT "
+           f"(ai-edge-litert) against LiteRT.js {result['litertjs']} in headless Chromium; "
+           f"{info['date']}; batch 1, medians of {result['repeats']} runs after a warm-up.", "",
+           f"Reproduce: `.venv/bin/python {result['command']}`.", "",
+           "| model | file | MB | native 1 thread ms | native 2 threads ms | browser 1 thread ms | "
+           "browser 2 threads ms | browser vs native, max levels |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        def cell(key):
+            return str(r[key]) if key in r else "failed" if key.replace("_ms", "_error") in r else ""
+        diff = max((r[k] for k in r if k.endswith("max_levels_vs_native")), default="")
+        out.append(f"| {r['model']} | {r['variant']} | {r['bytes'] / 1e6:.1f} | "
+                   f"{cell('native_1t_ms')} | {cell('native_2t_ms')} | {cell('browser_1t_ms')} | "
+                   f"{cell('browser_2t_ms')} | {diff} |")
+    webgpu = [r for r in result["rows"] if "webgpu" in r]
+    if webgpu:
+        out += ["", "WebGPU (LiteRT.js `accelerator: 'webgpu'`, JSPI build, headless Chromium "
+                "with SwiftShader), the fp16 files, verbatim:", ""]
+        for r in webgpu:
+            out.append(f"- {r['model']}: `{json.dumps(r['webgpu'])[:1500]}`")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    from spade_tf.studio.web import litertjs_status
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per latency (median)")
+    p.add_argument("--webgpu", action="store_true", help="also try LiteRT.js' WebGPU accelerator")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--markdown", metavar="PATH")
+    args = p.parse_args()
+    status = litertjs_status()
+    if not status["available"]:
+        raise SystemExit(status["reason"])
+    rows = []
+    for name in args.models.split(","):
+        rows += bench(name, args.repeats, args.webgpu, log=lambda m: print(m, flush=True))
+    result = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
+              "litertjs": status["version"],
+              "command": "scripts/bench_browser.py " + " ".join(
+                  f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                  for k, v in vars(args).items() if v and k not in ("json", "markdown"))}
+    text = markdown(result)
+    print(text)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+
+
+if __name__ == "__main__":
+    main()
