@@ -175,10 +175,12 @@ export class HereRunner {
       for (const t of made) t.delete();
     }
     const ms = performance.now() - t0;
-    const image = out.image.accelerator === "wasm" ? out.image : await out.image.moveTo("wasm");
-    const values = image.toTypedArray();  // uint8, or the GPU graph's float32 levels 0..255
-    for (const t of Object.values(out)) t.delete();
-    if (image !== out.image) image.delete();
+    let values;
+    try {
+      values = (await out.image.data()).slice();  // a copy: uint8, or the GPU graph's float32 levels
+    } finally {
+      for (const t of Object.values(out)) t.delete();
+    }
     const rgba = new Uint8ClampedArray(W * H * 4);
     for (let p = 0; p < W * H; p++) {
       rgba[4 * p] = values[3 * p]; rgba[4 * p + 1] = values[3 * p + 1];
