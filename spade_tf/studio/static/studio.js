@@ -340,7 +340,9 @@
     const base = S.staticMode ? "./" : "/static/";
     const mod = await import(base + "here.js");
     const url = S.staticMode ? "./model.tflite" : "/studio/model.tflite";
-    S.here = await mod.loadModel(S.info, url, { base: base + "vendor/litertjs/wasm/" });
+    // the sidecar: the model's ids and inputs (the static page's info is the sidecar already)
+    const model = S.staticMode ? S.info : (await getJSON("/studio/model.json")).body;
+    S.here = await mod.loadModel(model, url, { base: base + "vendor/litertjs/wasm/" });
     return S.here;
   }
 
