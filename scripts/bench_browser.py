@@ -40,8 +40,8 @@ from spade_tf.export import TFLiteRunner, convert_generator  # noqa: E402
 from spade_tf.fileio import atomic_write_text  # noqa: E402
 from spade_tf.studio.web import ISOLATION_HEADERS, export_web  # noqa: E402
 
-MODELS = {"light (synthscapes_light, trained)": ("synthscapes_light", "pretrained"),
-          "phone (mobile, CLADE ngf 32)": ("mobile", None)}
+MODELS = {"light (synthscapes_light; trained)": ("synthscapes_light", "pretrained"),
+          "phone (mobile; CLADE ngf 32)": ("mobile", None)}
 VARIANTS = ("int8", "fp16")
 
 # A blank page beside the --web folder's files: the runtime is loaded by the benchmark itself.
