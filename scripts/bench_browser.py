@@ -25,6 +25,7 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -38,7 +39,9 @@ from spade_tf.benchmarking import (inputs_for, machine_info, median_seconds,  # 
 from spade_tf.config import load_config  # noqa: E402
 from spade_tf.export import TFLiteRunner, convert_generator  # noqa: E402
 from spade_tf.fileio import atomic_write_text  # noqa: E402
-from spade_tf.studio.web import ISOLATION_HEADERS, export_web  # noqa: E402
+from spade_tf.studio.web import ISOLATION_HEADERS, LITERTJS_DIR, export_web  # noqa: E402
+
+JSPI_BUILD = "litert_wasm_jspi_internal"
 
 MODELS = {"light (synthscapes_light; trained)": ("synthscapes_light", "pretrained"),
           "phone (mobile; CLADE ngf 32)": ("mobile", None)}
@@ -65,7 +68,9 @@ const [threads, repeats, accelerator, feedData, done] = arguments;
     done({ok: true, median_ms: times[(times.length - 1) >> 1], where: runner.where,
           isolated: self.crossOriginIsolated, rgb});
   } catch (e) {
-    done({ok: false, error: String(e && e.stack || e)});
+    // a runtime file that failed to load rejects with the script element's error Event
+    done({ok: false, error: (e instanceof Event)
+      ? `${e.type} event on ${e.target && (e.target.src || e.target.tagName)}` : String(e && e.stack || e)});
   }
 })();
 """
@@ -93,19 +98,24 @@ def serve(folder: Path):
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/bench.html"
 
 
-def in_browser(url, threads, repeats, feed, accelerator="wasm", gpu=False):
+def in_browser(url, threads, repeats, feed, accelerator="wasm"):
+    """The bench script's result on a fresh page, with the distinct WebGPU validation
+    messages the page logged (``gpu_messages``; Chromium reports them as "rendering" logs)."""
     from spade_tf.studio.browser import headless_chromium
 
-    extra = ("--enable-unsafe-webgpu", "--enable-features=Vulkan",
-             "--use-webgpu-adapter=swiftshader", "--enable-experimental-web-platform-features") \
-        if gpu else ()
-    driver = headless_chromium(gpu=gpu, extra_args=extra)
+    gpu = accelerator == "webgpu"
+    driver = headless_chromium(webgpu=gpu)
     try:
         driver.set_script_timeout(600)
         driver.get(url)
-        return driver.execute_async_script(
+        got = driver.execute_async_script(
             BENCH_SCRIPT, threads, repeats, accelerator,
             {k: np.asarray(v).ravel().tolist() for k, v in feed.items()})
+        if gpu:
+            messages = [e["message"].split(" - ", 1)[-1] for e in driver.get_log("browser")
+                        if e.get("source") == "rendering"]
+            got["gpu_messages"] = list(dict.fromkeys(messages))
+        return got
     finally:
         driver.quit()
 
@@ -126,6 +136,10 @@ def bench(name, repeats, webgpu, log):
             web = Path(tmp) / "web"
             export_web(path, web)
             (web / "bench.html").write_text(BENCH_PAGE)
+            if webgpu:  # LiteRT.js runs delegated models on its JSPI build only
+                for ext in ("js", "wasm"):
+                    shutil.copy2(LITERTJS_DIR / "wasm" / f"{JSPI_BUILD}.{ext}",
+                                 web / "vendor" / "litertjs" / "wasm")
             row = {"model": name, "variant": variant, "size": f"{h}x{w}", "weights": weights,
                    "bytes": len(blob)}
             native = {}
@@ -148,11 +162,14 @@ def bench(name, repeats, webgpu, log):
                     row[f"browser_{threads}t_max_levels_vs_native"] = int(
                         np.abs(image - native[1].astype(np.int32)).max())
                 if webgpu and variant == "fp16":
-                    got = in_browser(url, 1, repeats, test, accelerator="webgpu", gpu=True)
-                    row["webgpu"] = got if not got.get("ok") else {
-                        "ok": True, "median_ms": round(got["median_ms"], 2), "where": got["where"],
-                        "max_levels_vs_native": int(np.abs(np.asarray(got["rgb"], np.int32).reshape(
-                            h, w, 3) - native[1].astype(np.int32)).max())}
+                    got = in_browser(url, 1, repeats, test, accelerator="webgpu")
+                    if got.get("ok"):
+                        diff = np.abs(np.asarray(got.pop("rgb"), np.int32).reshape(h, w, 3)
+                                      - native[1].astype(np.int32))
+                        got.update(median_ms=round(got["median_ms"], 2),
+                                   max_levels_vs_native=int(diff.max()),
+                                   mean_levels_vs_native=round(float(diff.mean()), 2))
+                    row["webgpu"] = got
             finally:
                 httpd.shutdown()
                 httpd.server_close()

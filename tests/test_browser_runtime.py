@@ -44,6 +44,15 @@ def light_tflite(tmp_path_factory, litertjs):
 
 
 @pytest.fixture(scope="session")
+def light_fp16(tmp_path_factory, litertjs):
+    """The packaged model's fp16 file: the GPU delegate's graph."""
+    from spade_tf.export import export_generator
+
+    root = tmp_path_factory.mktemp("light_fp16")
+    return export_generator("pretrained", root, tflite=("fp16",), progress=lambda s: None).tflite["fp16"]
+
+
+@pytest.fixture(scope="session")
 def icpe_tflite(tmp_path_factory, litertjs):
     """A CLADE model with ICPE (its TFLite graph takes the offsets as an input)."""
     from spade_tf.config import load_config
@@ -166,6 +175,65 @@ def test_icpe_offsets_in_javascript_equal_pythons_and_the_page_draws_the_same(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# The page's own runner (here.js) on one label map, on the accelerator named, in a fresh page of
+# the studio; with the page's WebGPU validation messages.
+RUN_ON = """
+const [accelerator, label, inst, done] = arguments;
+(async () => {
+  try {
+    const here = await import("/static/here.js");
+    const model = await (await fetch("/studio/model.json")).json();
+    const runner = await here.loadModel(model, "/studio/model.tflite",
+                                        {base: "/static/vendor/litertjs/wasm/", accelerator});
+    const out = await runner.run(Int32Array.from(label), Int32Array.from(inst));
+    done({where: runner.where, rgba: Array.from(out.rgba)});
+  } catch (e) { done({error: String(e && e.stack || e)}); }
+})();
+"""
+
+
+def test_webgpu_runs_the_gpu_graph_and_agrees_with_wasm(light_fp16):
+    """The fp16 file (the GPU delegate's graph) on LiteRT.js' WebGPU accelerator (SwiftShader
+    here) draws what the wasm runtime draws, within one level, and WebGPU reports no
+    validation error (before CLADE's lookups were sliced instead of split, it bound one
+    texture as input and output, and drew zeros: docs/mobile.md)."""
+    from spade_tf.studio.browser import BrowserUnavailable, headless_chromium
+
+    rng = np.random.default_rng(0)
+    label = np.kron(rng.integers(0, 9, (8, 8)), np.ones((8, 8), np.int64)).ravel().tolist()
+    inst = np.kron(rng.integers(0, 5, (4, 4)), np.ones((16, 16), np.int64)).ravel().tolist()
+    server = _studio(light_fp16)
+    images, messages = {}, []
+    try:
+        for accelerator in ("wasm", "webgpu"):
+            try:
+                driver = headless_chromium(webgpu=accelerator == "webgpu")
+            except BrowserUnavailable as e:
+                pytest.skip(f"no browser: {e}")
+            try:
+                driver.set_script_timeout(300)
+                driver.get(server.url)
+                got = driver.execute_async_script(RUN_ON, accelerator, label, inst)
+                if accelerator == "webgpu":
+                    messages = [e["message"] for e in driver.get_log("browser")
+                                if e.get("source") == "rendering"]
+            finally:
+                driver.quit()
+            if "error" in got and accelerator == "webgpu" and "WebGPU" in got["error"] \
+                    and "adapter" in got["error"].lower():
+                pytest.skip(f"no WebGPU adapter in this Chromium: {got['error'][:300]}")
+            assert "error" not in got, got["error"]
+            assert accelerator in got["where"], got["where"]
+            images[accelerator] = np.asarray(got["rgba"], np.int32).reshape(64, 64, 4)[..., :3]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not messages, messages
+    diff = np.abs(images["webgpu"] - images["wasm"])
+    assert diff.max() <= 1, (diff.max(), diff.mean())
+    assert images["wasm"].std() > 10  # a picture, not a blank
 
 
 def _touch_drag(driver, points):

@@ -46,4 +46,9 @@ def class_lookup(onehot, tables, method="gather"):
     table = tables[0] if len(tables) == 1 else tf.concat(tables, axis=-1)
     rows = tf.matmul(tf.reshape(tf.cast(onehot, table.dtype), (-1, int(onehot.shape[-1]))), table)
     out = tf.reshape(rows, tf.concat([tf.shape(onehot)[:3], [sum(widths)]], axis=0))
-    return list(tf.split(out, widths, axis=-1)) if len(tables) > 1 else [out]
+    # Each table's columns as a slice, not one tf.split: LiteRT.js' WebGPU accelerator (2.5.3)
+    # computes SPLIT_V followed by an elementwise op wrongly (it binds one texture as both input
+    # and output: a WebGPU validation error, and an image of zeros; docs/mobile.md has the
+    # reproducer), and STRIDED_SLICE runs right there. The numbers are the same.
+    starts = [sum(widths[:i]) for i in range(len(widths))]
+    return [out[..., a:a + w] for a, w in zip(starts, widths)] if len(tables) > 1 else [out]

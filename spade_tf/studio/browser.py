@@ -13,6 +13,10 @@ import time
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DRIVERS = ("chromedriver", "chromium-driver")
+# WebGPU in headless Chromium: the GPU process on, WebGPU allowed on an adapter that is not on
+# Chromium's list, and SwiftShader (Vulkan on the CPU) where there is no GPU
+WEBGPU_ARGS = ("--enable-unsafe-webgpu", "--enable-features=Vulkan",
+               "--use-webgpu-adapter=swiftshader")
 
 
 class BrowserUnavailable(RuntimeError):
@@ -32,12 +36,13 @@ def find_chromium() -> tuple[str, str]:
 
 
 def headless_chromium(width: int = 1400, height: int = 1000, mobile: bool = False,
-                      extra_args: tuple = (), gpu: bool = False):
+                      extra_args: tuple = (), webgpu: bool = False):
     """A Selenium ``webdriver.Chrome`` running headless Chromium at ``width`` x ``height``;
     ``mobile``: a phone's screen of that size in CSS pixels (device pixel ratio 3, touch
     events, a phone's user agent), through Chromium's device emulation. ``extra_args``: more
-    Chromium switches (e.g. WebGPU's); ``gpu``: leave Chromium's GPU process on (WebGPU, on
-    SwiftShader where there is no GPU)."""
+    Chromium switches; ``webgpu``: WebGPU on (``WEBGPU_ARGS``), on SwiftShader where there is
+    no GPU; otherwise Chromium's GPU process is off. The page's console goes to the driver's
+    ``get_log("browser")``; WebGPU's validation errors appear there as "rendering" entries."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -46,7 +51,7 @@ def headless_chromium(width: int = 1400, height: int = 1000, mobile: bool = Fals
     browser, driver = find_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", *(() if gpu else ("--disable-gpu",)),
+    for arg in ("--headless=new", "--no-sandbox", *(WEBGPU_ARGS if webgpu else ("--disable-gpu",)),
                 "--disable-dev-shm-usage",
                 f"--window-size={width},{height}", "--force-device-scale-factor=1",
                 "--disable-extensions", "--no-first-run", "--force-color-profile=srgb",
