@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import tempfile
 import time
 
@@ -134,8 +135,9 @@ def markdown(result) -> str:
     out = [f"machine: {info['cpu']}, {info['isa']}, {info['cores']} cores; TensorFlow "
            f"{info['tensorflow']}; LiteRT (ai-edge-litert, XNNPACK); {info['date']}; batch 1, "
            f"medians of {result['repeats']} after a warm-up", "",
-           f"Reproduce: `.venv/bin/python {result['command']}` (the light checkpoint: "
-           f"`spade-tf train --config synthscapes_light --max-minutes 3`, 1000 steps here).", "",
+           f"Reproduce: `.venv/bin/python {result['command']}`" + (
+               " (`pretrained`: the packaged model)." if "pretrained" in result["command"]
+               else "."), "",
            "`fp16 gpu` is the fp16 file `spade-tf export` writes, traced from the GPU delegate's "
            "graph; `fp16` the same weights from the CPU graph. GPU ops: the ops within the GPU "
            "delegate's rules (`spade-tf inspect`); XNNPACK ops: the ops XNNPACK took here.", "",
@@ -163,7 +165,8 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per latency (median)")
     p.add_argument("--light-checkpoint", metavar="RUN",
-                   help="a trained synthscapes_light run for the light row")
+                   help="a trained synthscapes_light run for the light row ('pretrained': the "
+                        "packaged model)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH")
     args = p.parse_args()
@@ -173,8 +176,8 @@ def main() -> None:
                             log=lambda m: print(m, flush=True))
     result = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
               "command": "scripts/bench_mobile.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                  if v and k not in ("json", "markdown"))}
+                  f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(args).items()
+                  if v and k not in ("json", "markdown") and v != p.get_default(k))}
     text = markdown(result)
     print(text)
     if args.json:

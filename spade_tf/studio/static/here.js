@@ -136,7 +136,13 @@ export async function loadModel(model, modelUrl, { base = "./vendor/litertjs/was
     : isolated ? Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
   if (numThreads > 1 && !isolated) throw new Error(`${numThreads} threads need a cross-origin-isolated page (COOP/COEP headers)`);
   const jspi = accelerator === "webgpu";  // LiteRT.js runs partly delegated models with JSPI only
-  await loadLiteRt(base, numThreads > 1 ? { threads: true } : jspi ? { jspi: true } : {});
+  try {
+    await loadLiteRt(base, numThreads > 1 ? { threads: true } : jspi ? { jspi: true } : {});
+  } catch (e) {
+    // a runtime file that does not load rejects with its <script> element's error Event
+    if (e instanceof Event) throw new Error(`LiteRT.js runtime did not load: ${e.target && e.target.src || base}`);
+    throw e;
+  }
   const compiled = await loadAndCompile(modelUrl, {
     accelerator, ...(accelerator === "wasm" ? { cpuOptions: { numThreads } } : {}),
   });
@@ -174,13 +180,14 @@ export class HereRunner {
     } finally {
       for (const t of made) t.delete();
     }
-    const ms = performance.now() - t0;
     let values;
     try {
       values = (await out.image.data()).slice();  // a copy: uint8, or the GPU graph's float32 levels
     } finally {
       for (const t of Object.values(out)) t.delete();
     }
+    // after the read-back: on WebGPU, run() only queues the work and data() waits for it
+    const ms = performance.now() - t0;
     const rgba = new Uint8ClampedArray(W * H * 4);
     for (let p = 0; p < W * H; p++) {
       rgba[4 * p] = values[3 * p]; rgba[4 * p + 1] = values[3 * p + 1];
