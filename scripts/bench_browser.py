@@ -25,7 +25,6 @@ import functools
 import http.server
 import json
 import os
-import shlex
 import shutil
 import tempfile
 import threading
@@ -36,11 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from spade_tf.benchmarking import (inputs_for, machine_info, median_seconds,  # noqa: E402
-                                   prepared_generator)
+from spade_tf.benchmarking import (command_line, inputs_for, machine_info,  # noqa: E402
+                                   median_seconds, prepared_generator, write_results)
 from spade_tf.config import load_config  # noqa: E402
 from spade_tf.export import TFLiteRunner, convert_generator  # noqa: E402
-from spade_tf.fileio import atomic_write_text  # noqa: E402
 from spade_tf.studio.web import ISOLATION_HEADERS, LITERTJS_DIR, export_web  # noqa: E402
 
 JSPI_BUILD = "litert_wasm_jspi_internal"
@@ -270,16 +268,8 @@ def main() -> None:
     try_webgpu(later, args.repeats, log)
     result = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
               "litertjs": status["version"],
-              "command": "scripts/bench_browser.py " + " ".join(
-                  f"--{k.replace('_', '-')}" + ("" if v is True else f" {shlex.quote(str(v))}")
-                  for k, v in vars(args).items()
-                  if v and k not in ("json", "markdown") and p.get_default(k) != v)}
-    text = markdown(result)
-    print(text)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        atomic_write_text(args.markdown, text)
+              "command": command_line("scripts/bench_browser.py", p, args)}
+    write_results(result, markdown(result), args.json, args.markdown)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import shlex
 import tempfile
 import time
 
@@ -34,12 +32,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from spade_tf.benchmarking import (inputs_for, machine_info, median_seconds,  # noqa: E402
-                                   prepared_generator)
+from spade_tf.benchmarking import (command_line, inputs_for, machine_info,  # noqa: E402
+                                   median_seconds, prepared_generator, write_results)
 from spade_tf.config import Toggle, load_config  # noqa: E402
 from spade_tf.export import (GPU_TFLITE_PERF, GeneratorModule, TFLiteRunner,  # noqa: E402
                              _tflite_function, convert_tflite, psnr)
-from spade_tf.fileio import atomic_write_text  # noqa: E402
 from spade_tf.flops import graph_multiply_adds  # noqa: E402
 from spade_tf.perf import PLAIN, perf_scope  # noqa: E402
 from spade_tf.tflite_compat import delegate_summary  # noqa: E402
@@ -175,15 +172,8 @@ def main() -> None:
         rows += bench_model(name, args.repeats, args.light_checkpoint,
                             log=lambda m: print(m, flush=True))
     result = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
-              "command": "scripts/bench_mobile.py " + " ".join(
-                  f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(args).items()
-                  if v and k not in ("json", "markdown") and v != p.get_default(k))}
-    text = markdown(result)
-    print(text)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        atomic_write_text(args.markdown, text)
+              "command": command_line("scripts/bench_mobile.py", p, args)}
+    write_results(result, markdown(result), args.json, args.markdown)
 
 
 if __name__ == "__main__":

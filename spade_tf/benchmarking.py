@@ -151,3 +151,30 @@ def prepared_generator(config, rng, checkpoint=None):
         for _ in range(10):
             g(sem, training=True)
     return g, config, "initial weights, statistics run in"
+
+
+def command_line(script: str, parser, args, leave_out=("json", "markdown")) -> str:
+    """The command that reruns a benchmark: ``script`` with the options of ``args`` that differ
+    from ``parser``'s defaults (flags bare, values shell-quoted), less ``leave_out``."""
+    import shlex
+
+    parts = [script]
+    for key, value in vars(args).items():
+        if not value or key in leave_out or value == parser.get_default(key):
+            continue
+        parts.append(f"--{key.replace('_', '-')}"
+                     + ("" if value is True else f" {shlex.quote(str(value))}"))
+    return " ".join(parts)
+
+
+def write_results(result: dict, text: str, json_path=None, markdown_path=None) -> None:
+    """Print a benchmark's markdown, and write it and its JSON where asked (atomically)."""
+    import json
+
+    from spade_tf.fileio import atomic_write_text
+
+    print(text)
+    if json_path:
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    if markdown_path:
+        atomic_write_text(markdown_path, text)
