@@ -242,11 +242,16 @@ def cmd_export(args) -> int:
     if args.web and "int8" not in variants:
         variants.append("int8")  # the phone page's model
     result = export_generator(args.checkpoint, args.out, name=args.name, version=args.version,
-                              tflite=variants, keep_perf=args.perf)
+                              tflite=variants, keep_perf=args.perf, precision=args.precision)
     rep = result.report
     print(f"SavedModel: {result.version_dir} ({rep['saved_model_bytes'] / 1e6:.1f} MB, "
           f"signatures {', '.join(rep['signatures'])}, {rep['saved_model_perf']['forms']} "
           f"perf forms, {rep['saved_model_seconds']} s)")
+    if rep["precision"] == "bf16":
+        db = rep["psnr_db_vs_fp32"]
+        print(f"  bf16: {'identical to' if db is None else f'{db} dB PSNR from'} fp32 (max "
+              f"{rep['max_abs_levels_vs_fp32']} levels) on {rep['maps']} maps "
+              f"({rep['bf16_check_source']}); {rep['bf16_hardware']}")
     for variant, entry in rep["tflite"].items():
         if "refused" in entry:
             print(f"TFLite {variant}: REFUSED: {entry['refused']}")
@@ -539,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
+    from spade_tf.precision import cpu_bf16
+
     p = sub.add_parser(
         "export", help="SavedModel for TF Serving (+ TFLite files) from a checkpoint",
         description="Export the generator of a checkpoint (a training run folder or a "
@@ -567,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --web: also ship the runtime build for browsers without relaxed "
                         "SIMD (+9.6 MB)")
     p.add_argument("--overwrite-web", action="store_true", help="with --web: replace DIR")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the SavedModel's arithmetic (default fp32). bf16: convs and matmuls "
+                        "in bfloat16, several times faster where the hardware has it (AMX "
+                        "CPUs, GPUs from Ampere on; this machine: "
+                        f"{cpu_bf16().what}); checked against fp32 on 16 validation maps and "
+                        "refused below 40 dB PSNR. The TFLite files are unaffected")
     p.add_argument("--json", action="store_true", help="also print the export report")
     p.set_defaults(func=cmd_export)
 

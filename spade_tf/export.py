@@ -71,6 +71,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 # Full int8 is offered only when it is this close to fp32 on the representative label maps
 # (the same bar as dynamic-range int8 in the export issue).
 INT8_MIN_PSNR_DB = 30.0
+# The SavedModel's arithmetic (``--precision``; bf16: spade_tf.precision)
+SAVED_MODEL_PRECISIONS = ("fp32", "bf16")
 
 
 class ExportError(ValueError):
@@ -595,18 +597,54 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def representative_labels(config: Config, count: int = 16):
-    """``count`` label (and instance) batches of 1 from the training split, as the TFLite
-    representative dataset and parity set."""
+def representative_labels(config: Config, count: int = 16, split: str = "train"):
+    """``count`` label (and instance) batches of 1 from ``split``: from the training split, the
+    TFLite representative dataset and parity set; from ``val``, bf16's held-out check."""
     from spade_tf.data import build_dataset
 
-    ds = build_dataset(config, "train", batch_size=1, training=False)
+    ds = build_dataset(config, split, batch_size=1, training=False)
     return [{k: v.numpy() for k, v in b.items() if k in ("label", "instance")} for b in ds.take(count)]
+
+
+def _label_maps(config: Config, given, split: str, progress, count: int = 16):
+    """(label maps as input dicts of batch 1, where they come from): ``given``, else ``count``
+    maps of ``split``, else (data unreadable) synthetic maps, and the reason."""
+    if given is not None:
+        return given, "given"
+    try:
+        return representative_labels(config, count, split), f"{split} split"
+    except (OSError, ValueError) as e:  # DataError is a ValueError
+        # e.g. an imported official checkpoint on a machine without its dataset: still
+        # export, checked on synthetic maps, and say so.
+        progress(f"export: {split} data unreadable ({str(e)[:200]}); checking on {count} "
+                 f"synthetic label maps instead")
+        h, w = (int(v) for v in config.model.output_hw)
+        synthetic = _example_inputs(config, h, w, count)
+        return ([{k: v[i:i + 1] for k, v in synthetic.items() if k != "z"} for i in range(count)],
+                f"synthetic ({split} data unreadable: {str(e)[:200]})")
+
+
+def check_bf16(module: GeneratorModule, module_bf16: GeneratorModule, inputs) -> dict:
+    """How far the bf16 module's images are from the float32 module's on ``inputs`` (input
+    dicts of batch 1; a VAE gets one fixed latent per map): PSNR and levels."""
+    rng = np.random.default_rng(1)
+    ref, got = [], []
+    for x in inputs:
+        feed = {k: tf.constant(v) for k, v in x.items() if k in ("label", "instance")}
+        if module.config.model.use_vae:
+            feed["z"] = tf.constant(rng.standard_normal((1, module.config.model.z_dim)), tf.float32)
+        ref.append(module.synthesize(**feed).numpy())
+        got.append(module_bf16.synthesize(**feed).numpy())
+    ref, got = np.concatenate(ref), np.concatenate(got)
+    diff = np.abs(got.astype(np.int32) - ref.astype(np.int32))
+    return {"psnr_db_vs_fp32": _db(psnr(got, ref)), "max_abs_levels_vs_fp32": int(diff.max()),
+            "mean_abs_levels_vs_fp32": round(float(diff.mean()), 3), "maps": len(inputs)}
 
 
 def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = None,
                      version: int | None = None, tflite=DEFAULT_TFLITE, parity_inputs=None,
-                     progress=print, keep_perf: bool = False) -> ExportResult:
+                     progress=print, keep_perf: bool = False,
+                     precision: str = "fp32") -> ExportResult:
     """Exports a checkpoint (a folder from ``save_networks`` or a training run) for Serving and
     TFLite. See the module docstring for the layout.
 
@@ -626,6 +664,11 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
             default it gets the plain forms: a SavedModel freezes the forms it was traced with,
             and this machine's CPU forms (segment sums, uniform regions) are the wrong ones
             for a GPU Serving. The report's ``saved_model_perf`` says which.
+        precision: the SavedModel's arithmetic, ``fp32`` or ``bf16`` (convs and matmuls in
+            bfloat16, the norms' statistics and the image in float32;
+            ``spade_tf.precision``). bf16 is checked against float32 on held-out label maps
+            (the validation split) and refused below ``BF16_MIN_PSNR_DB`` with the numbers
+            (``ExportError``; nothing is written). The TFLite files are float32-based either way.
     """
     from spade_tf.networks import load_networks
 
@@ -636,6 +679,8 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
     else:
         nets, config = load_networks(checkpoint, generator=True, discriminator=False)
         source = str(checkpoint)
+    if precision not in SAVED_MODEL_PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: one of {', '.join(SAVED_MODEL_PRECISIONS)}")
     tflite = tuple(tflite or ())
     bad = [v for v in tflite if v not in TFLITE_VARIANTS]
     if bad:
@@ -660,16 +705,39 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
     progress(f"export: weights: {weights}")
     module = GeneratorModule(config, generator, nets.encoder)
     h, w = module.height, module.width
+    served, precision_report = module, {"precision": "fp32"}
+    if precision == "bf16":
+        from spade_tf.precision import BF16_MIN_PSNR_DB, bf16_generator, bf16_hardware
+
+        hardware = bf16_hardware()
+        progress(f"export: bf16, checked against float32 ({hardware.what})")
+        served = GeneratorModule(config, bf16_generator(generator, config), nets.encoder)
+        maps, source = _label_maps(config, None, "val", progress)
+        precision_report = {"precision": "bf16", "bf16_hardware": hardware.what,
+                            "bf16_check_source": source, **check_bf16(module, served, maps)}
+        db = precision_report["psnr_db_vs_fp32"]
+        progress(f"export: bf16 is {db} dB from float32 (max "
+                 f"{precision_report['max_abs_levels_vs_fp32']} levels) on {len(maps)} maps")
+        if db is not None and db < BF16_MIN_PSNR_DB:  # (None: identical images, inf dB)
+            with contextlib.suppress(OSError):
+                model_dir.rmdir()  # made above for the version number; only if still empty
+            raise ExportError(
+                f"--precision bf16: its images are {db} dB PSNR from float32's (max "
+                f"{precision_report['max_abs_levels_vs_fp32']} levels, mean "
+                f"{precision_report['mean_abs_levels_vs_fp32']}) on {len(maps)} label maps "
+                f"({source}); the bar is {BF16_MIN_PSNR_DB:.0f} dB, so nothing is written. "
+                f"Export in fp32 (the default)")
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
     try:
         sm_dir = tmp / "saved_model"
-        progress(f"export: SavedModel ({generator.count_params():,} generator parameters)")
+        progress(f"export: SavedModel ({generator.count_params():,} generator parameters, "
+                 f"{precision})")
         sm_perf = generator.perf if keep_perf else PLAIN
         with contextlib.ExitStack() as stack:
-            for net in (generator, nets.encoder):
+            for net in (served.generator, nets.encoder):
                 if net is not None:
                     stack.enter_context(perf_scope(net, sm_perf))
-            tf.saved_model.save(module, str(sm_dir), signatures=_signatures(module))
+            tf.saved_model.save(served, str(sm_dir), signatures=_signatures(served))
         (sm_dir / "assets").mkdir(exist_ok=True)
         save_config(config, sm_dir / "assets" / "config.yaml")  # for synthesize and people
         (sm_dir / "assets.extra").mkdir(exist_ok=True)
@@ -677,7 +745,7 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         t_sm = time.time() - t0
         report = {
             "source": source, "name": name, "version": version, "height": h, "width": w,
-            "weights": weights,
+            "weights": weights, **precision_report,
             "saved_model_perf": {"forms": "this machine's (--perf)" if keep_perf else "plain",
                                  **{k: str(v.value) for k, v in
                                     dataclasses.asdict(sm_perf).items()}},
@@ -699,20 +767,8 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                 with perf_scope(generator, graph_perf):
                     tf.saved_model.save(module, str(folder), signatures={
                         "serving_default": _tflite_function(module, graph)})
-            inputs, report["tflite_parity_source"] = parity_inputs, "given"
-            if inputs is None:
-                try:
-                    inputs = representative_labels(config)
-                    report["tflite_parity_source"] = "training split"
-                except (OSError, ValueError) as e:  # DataError is a ValueError
-                    # e.g. an imported official checkpoint on a machine without its dataset:
-                    # still export, checked on synthetic maps, and say so.
-                    progress(f"export: training data unreadable ({str(e)[:200]}); checking TFLite "
-                             f"on 16 synthetic label maps instead")
-                    synthetic = _example_inputs(config, h, w, 16)
-                    inputs = [{k: v[i:i + 1] for k, v in synthetic.items() if k != "z"}
-                              for i in range(16)]
-                    report["tflite_parity_source"] = f"synthetic (training data unreadable: {str(e)[:200]})"
+            inputs, report["tflite_parity_source"] = _label_maps(config, parity_inputs, "train",
+                                                                 progress)
             if config.model.use_vae:
                 rng = np.random.default_rng(1)
                 inputs = [{**x, "z": rng.standard_normal((1, config.model.z_dim)).astype(np.float32)}

@@ -11,8 +11,8 @@ import tensorflow as tf
 from keras import ops
 
 from spade_tf.config import InitType, ModelConfig, NormMode, PerfConfig, SpadeNorm
-from spade_tf.layers import (SPADEResBlock, TorchConv2D, leaky_relu, legacy_nearest_resize,
-                             upsample_nearest_2x)
+from spade_tf.layers import (SPADEResBlock, TorchConv2D, at_least_float32, leaky_relu,
+                             legacy_nearest_resize, upsample_nearest_2x)
 from spade_tf.perf import resolve_perf
 
 WIDTHS = (16, 16, 16, 8, 4, 2, 1)  # OASIS' channels_G multiples, input of block i, then output
@@ -203,7 +203,9 @@ class OASISGenerator(keras.Model):
                 x = upsample_nearest_2x(x, self.perf.resize_upsampling)
         x = self.conv_img(leaky_relu(x))
         acts["conv_img"] = x
-        image = ops.tanh(x)
+        # tanh in float32 under mixed precision: in bfloat16 the image would carry 8 bits of
+        # mantissa into the uint8 levels (a level off here and there); no-op in float32
+        image = ops.tanh(at_least_float32(x))
         return (image, acts) if return_activations else image
 
     def get_config(self):

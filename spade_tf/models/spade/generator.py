@@ -10,8 +10,9 @@ from spade_tf.config import (UPSAMPLING_LAYERS, GeneratorKind, InitType, LabelCo
                              NormMode, PerfConfig, SpadeNorm, Upsampling)
 from spade_tf.kernels.onehot_conv import onehot_indices
 from spade_tf.kernels.regions import REGION_MIN_PIXELS, label_regions
-from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, label_map_conv, leaky_relu,
-                             legacy_nearest_resize, make_initializer, upsample_nearest_2x)
+from spade_tf.layers import (AffineNorm, SPADEResBlock, TorchConv2D, at_least_float32,
+                             label_map_conv, leaky_relu, legacy_nearest_resize, make_initializer,
+                             upsample_nearest_2x)
 from spade_tf.perf import pop_legacy_perf_keys, resolve_perf
 from spade_tf.semantics import intra_class_offsets
 
@@ -365,7 +366,9 @@ class SPADEGenerator(keras.Model):
             acts[blk.name] = x
         x = self.conv_img(leaky_relu(x))
         acts["conv_img"] = x
-        image = ops.tanh(x)
+        # tanh in float32 under mixed precision: in bfloat16 the image would carry 8 bits of
+        # mantissa into the uint8 levels (a level off here and there); no-op in float32
+        image = ops.tanh(at_least_float32(x))
         return (image, acts) if return_activations else image
 
     def get_config(self):

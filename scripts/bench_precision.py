@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""The exported generator in float32 against bfloat16, on this machine: latency and PSNR.
+
+For each model, the function ``spade-tf export`` saves (``GeneratorModule.synthesize``: label map
+in, uint8 image out), traced with float32 arithmetic and with ``--precision bf16``'s
+(``spade_tf.precision.bf16_generator``), in the plain forms the SavedModel gets by default and
+in this machine's forms (``--perf``). Batch 1, medians of ``--repeats`` runs, the precisions
+alternating run by run so that both see the same machine. PSNR: bf16's image against float32's
+on the same maps (the packaged model: its validation maps; the others: blocky random maps).
+
+    .venv/bin/python scripts/bench_precision.py --markdown docs/benchmarks/precision.md \\
+        --json docs/benchmarks/precision.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from spade_tf.benchmarking import (command_line, inputs_for, machine_info,  # noqa: E402
+                                   prepared_generator, write_results)
+from spade_tf.config import load_config  # noqa: E402
+from spade_tf.export import GeneratorModule, psnr  # noqa: E402
+from spade_tf.perf import PLAIN, perf_scope  # noqa: E402
+from spade_tf.precision import bf16_generator, bf16_hardware, cpu_flags  # noqa: E402
+
+MODELS = {  # name (no commas: --models splits on them) -> (preset, checkpoint)
+    "light (synthscapes_light; the packaged model) 64 px": ("synthscapes_light", "pretrained"),
+    "SPADE ade20k 256 px": ("ade20k", None),
+    "CLADE mobile 256 px": ("mobile", None),
+}
+
+
+def maps_for(config, checkpoint, rng, n):
+    if checkpoint:
+        from spade_tf.data import build_dataset
+
+        return [{k: v.numpy() for k, v in b.items() if k in ("label", "instance")}
+                for b in build_dataset(config, "val", batch_size=1, training=False).take(n)]
+    return inputs_for(config, rng, n)
+
+
+def bench(name, repeats, log):
+    preset, checkpoint = MODELS[name]
+    rng = np.random.default_rng(0)
+    g32, config, weights = prepared_generator(load_config(preset), rng, checkpoint)
+    g16 = bf16_generator(g32, config)
+    maps = maps_for(config, checkpoint, rng, 8)
+    rows = []
+    for forms, perf in (("plain (export's default)", PLAIN), ("this machine's (--perf)", g32.perf)):
+        fns, images = {}, {}
+        for precision, g in (("fp32", g32), ("bf16", g16)):
+            module = GeneratorModule(config, g)
+            with perf_scope(g, perf):
+                fn = tf.function(lambda label, instance=None, m=module: m.synthesize(
+                    label, instance, validate=False), reduce_retracing=True)
+                feeds = [{k: tf.constant(v) for k, v in x.items()} for x in maps]
+                images[precision] = np.concatenate([fn(**f).numpy() for f in feeds])
+            fns[precision] = (fn, feeds)
+        times = {"fp32": [], "bf16": []}
+        for i in range(repeats):  # alternating
+            for precision in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
+                fn, feeds = fns[precision]
+                t = time.perf_counter()
+                fn(**feeds[i % len(feeds)]).numpy()
+                times[precision].append(time.perf_counter() - t)
+        med = {p: float(np.median(t)) for p, t in times.items()}
+        diff = np.abs(images["bf16"].astype(np.int32) - images["fp32"].astype(np.int32))
+        row = {"model": name, "forms": forms, "weights": weights,
+               "fp32_s": round(med["fp32"], 4), "bf16_s": round(med["bf16"], 4),
+               "speedup": round(med["fp32"] / med["bf16"], 2),
+               "psnr_db": round(psnr(images["bf16"], images["fp32"]), 2),
+               "max_levels": int(diff.max()), "mean_levels": round(float(diff.mean()), 3),
+               "maps": len(maps), "times_s": {p: [round(x, 4) for x in t] for p, t in times.items()}}
+        log(f"{name}, {forms}: fp32 {row['fp32_s']} s, bf16 {row['bf16_s']} s "
+            f"({row['speedup']}x), {row['psnr_db']} dB")
+        rows.append(row)
+    return rows
+
+
+def markdown(result) -> str:
+    info = result["machine"]
+    out = [f"machine: {info['cpu']}, {info['isa']}, {info['cores']} cores; bf16 flags: "
+           f"{result['bf16_flags']} ({result['bf16_hardware']}); TensorFlow {info['tensorflow']}; "
+           f"{info['date']}; batch 1, medians of {result['repeats']} runs per precision, "
+           f"alternating.", "",
+           f"Reproduce: `.venv/bin/python {result['command']}`.", "",
+           "| model | forms | fp32 s | bf16 s | bf16 speed-up | bf16 vs fp32 PSNR dB | max levels "
+           "| weights |", "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        out.append(f"| {r['model']} | {r['forms']} | {r['fp32_s']} | {r['bf16_s']} | "
+                   f"{r['speedup']}x | {r['psnr_db']} | {r['max_levels']} | {r['weights']} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated model names (default: all)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per precision (median)")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--markdown", metavar="PATH")
+    args = p.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        rows += bench(name, args.repeats, log=lambda m: print(m, flush=True))
+    flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))
+    result = {"machine": machine_info(), "repeats": args.repeats, "rows": rows,
+              "bf16_flags": " ".join(flags) or "none", "bf16_hardware": bf16_hardware().what,
+              "command": command_line("scripts/bench_precision.py", p, args)}
+    write_results(result, markdown(result), args.json, args.markdown)
+
+
+if __name__ == "__main__":
+    main()

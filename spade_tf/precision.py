@@ -1,0 +1,106 @@
+"""bfloat16 inference: which hardware computes it natively, and a generator that computes in it.
+
+bfloat16 keeps float32's exponent and 8 bits of mantissa. Where the hardware multiplies it
+natively (Intel AMX and AVX512-BF16 CPUs, NVIDIA GPUs from Ampere on), convs and matmuls in
+bf16 run several times faster than in float32 (docs/performance.md has the measurements);
+elsewhere TensorFlow emulates it, slower than float32. So the hardware is read from the CPU's
+flags (``/proc/cpuinfo``), never from the machine's name, and from the GPU's compute capability.
+
+``bf16_generator`` builds the same generator under Keras' ``mixed_bfloat16`` policy and copies
+the float32 weights in: variables stay float32, the convs and matmuls compute in bf16, and the
+layers that must not (the norms' statistics, spectral norm's power iteration, the final tanh)
+cast to float32 themselves (``spade_tf.layers.at_least_float32``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+# bf16 in a SavedModel is offered only when its images stay this close to float32's, on
+# held-out label maps (as full int8 has its own bar in spade_tf.export).
+BF16_MIN_PSNR_DB = 40.0
+# The CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic
+AMX_FLAGS = ("amx_bf16", "amx_tile")
+AVX512_BF16_FLAG = "avx512_bf16"
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not readable: not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@dataclasses.dataclass(frozen=True)
+class Bf16Hardware:
+    """Where bf16 runs natively here: ``native`` (bool) and ``what`` (for people)."""
+
+    native: bool
+    what: str
+
+
+def cpu_bf16(flags: set[str] | None = None) -> Bf16Hardware:
+    """Whether this CPU multiplies bf16 natively, from its flags alone (no TensorFlow: cheap
+    enough for ``--help``): AMX (``amx_bf16`` and ``amx_tile``), else AVX512-BF16 (dot
+    products only: faster than emulation, far from AMX)."""
+    flags = cpu_flags() if flags is None else flags
+    if all(f in flags for f in AMX_FLAGS):
+        return Bf16Hardware(True, "CPU with AMX (amx_bf16, amx_tile)")
+    if AVX512_BF16_FLAG in flags:
+        return Bf16Hardware(True, "CPU with AVX512-BF16 (no AMX)")
+    return Bf16Hardware(False, "no native bf16 on this CPU (no AMX or AVX512-BF16): "
+                               "TensorFlow emulates it, slower than float32")
+
+
+def bf16_hardware(flags: set[str] | None = None) -> Bf16Hardware:
+    """Whether this machine multiplies bf16 natively: a GPU of compute capability 8.0 or more
+    (the one TensorFlow uses), else the CPU (``cpu_bf16``)."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if cc and tuple(cc) >= (8, 0):
+            return Bf16Hardware(True, f"GPU with compute capability {cc[0]}.{cc[1]} (bf16 tensor cores)")
+    return cpu_bf16(flags)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to ``name`` inside, restored after."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def bf16_generator(generator, config):
+    """A copy of ``generator`` that computes in bfloat16 (Keras ``mixed_bfloat16``): the same
+    architecture built under that policy, with ``generator``'s float32 weights (and spectral
+    norm's vectors, and batch-norm statistics) copied in. ``config``: the generator's Config."""
+    import tensorflow as tf
+
+    from spade_tf.networks import build_networks
+
+    with dtype_policy("mixed_bfloat16"):
+        nets = build_networks(config, discriminator=False, encoder=False, ema=False,
+                              seed=getattr(generator, "seed", None),
+                              perf=getattr(generator, "perf", None))
+    copy = nets.generator
+    mine, theirs = copy.weights, generator.weights
+    if [w.shape for w in mine] != [w.shape for w in theirs]:
+        raise ValueError("bf16 generator: the rebuilt generator's weights do not match the "
+                         "original's (shapes differ)")
+    for dst, src in zip(mine, theirs):
+        dst.assign(tf.cast(src, dst.dtype))
+    return copy
