@@ -611,17 +611,18 @@ def _label_maps(config: Config, given, split: str, progress, count: int = 16):
     maps of ``split``, else (data unreadable) synthetic maps, and the reason."""
     if given is not None:
         return given, "given"
+    what = {"train": "training", "val": "validation"}.get(split, split)
     try:
-        return representative_labels(config, count, split), f"{split} split"
+        return representative_labels(config, count, split), f"{what} split"
     except (OSError, ValueError) as e:  # DataError is a ValueError
         # e.g. an imported official checkpoint on a machine without its dataset: still
         # export, checked on synthetic maps, and say so.
-        progress(f"export: {split} data unreadable ({str(e)[:200]}); checking on {count} "
+        progress(f"export: {what} data unreadable ({str(e)[:200]}); checking on {count} "
                  f"synthetic label maps instead")
         h, w = (int(v) for v in config.model.output_hw)
         synthetic = _example_inputs(config, h, w, count)
         return ([{k: v[i:i + 1] for k, v in synthetic.items() if k != "z"} for i in range(count)],
-                f"synthetic ({split} data unreadable: {str(e)[:200]})")
+                f"synthetic ({what} data unreadable: {str(e)[:200]})")
 
 
 def check_bf16(module: GeneratorModule, module_bf16: GeneratorModule, inputs) -> dict:

@@ -64,7 +64,7 @@ def test_bf16_export_computes_in_bf16_serves_and_reports_its_psnr(bf16_export, t
     from spade_tf.synthesize import synthesize
 
     rep = bf16_export.report
-    assert rep["precision"] == "bf16" and rep["bf16_check_source"] == "val split", rep
+    assert rep["precision"] == "bf16" and rep["bf16_check_source"] == "validation split", rep
     assert rep["psnr_db_vs_fp32"] is None or rep["psnr_db_vs_fp32"] >= 40, rep
     assert rep["maps"] == 16 and "bf16_hardware" in rep
     loaded = tf.saved_model.load(str(bf16_export.version_dir))
