@@ -392,3 +392,10 @@ def test_precision_and_xla_switches_train(tmp_path, train_cfg, switches):
     assert prefix.endswith("ckpt-2")
     assert all(np.all(np.isfinite(v)) for k, v in tensors.items()
                if v.dtype.kind == "f" and k.startswith(("generator/", "discriminator/")))
+    # mixed precision computes in 16 bits but keeps every variable, the optimizers' slots and
+    # the batch-norm and spectral-norm state in float32
+    not32 = {k: str(v.dtype) for k, v in tensors.items() if v.dtype.kind == "f" and v.dtype != np.float32}
+    assert not not32, not32
+    slots = [k for k in tensors if "optimizer" in k and k.endswith("VARIABLE_VALUE")
+             and tensors[k].dtype.kind == "f" and tensors[k].ndim == 4]
+    assert slots, sorted(tensors)[:40]  # the Adam moments of the convs' kernels are there
