@@ -88,19 +88,14 @@ def bf16_generator(generator, config):
     """A copy of ``generator`` that computes in bfloat16 (Keras ``mixed_bfloat16``): the same
     architecture built under that policy, with ``generator``'s float32 weights (and spectral
     norm's vectors, and batch-norm statistics) copied in. ``config``: the generator's Config."""
-    import tensorflow as tf
-
-    from spade_tf.networks import build_networks
+    from spade_tf.ema import averaged_variables, copy_weights
+    from spade_tf.networks import build_generator
 
     with dtype_policy("mixed_bfloat16"):
-        nets = build_networks(config, discriminator=False, encoder=False, ema=False,
-                              seed=getattr(generator, "seed", None),
-                              perf=getattr(generator, "perf", None))
-    copy = nets.generator
-    mine, theirs = copy.weights, generator.weights
-    if [w.shape for w in mine] != [w.shape for w in theirs]:
+        copy = build_generator(config.model, seed=getattr(generator, "seed", None),
+                               perf=generator.perf)
+    if [v.shape for v in averaged_variables(copy)] != [v.shape for v in averaged_variables(generator)]:
         raise ValueError("bf16 generator: the rebuilt generator's weights do not match the "
                          "original's (shapes differ)")
-    for dst, src in zip(mine, theirs):
-        dst.assign(tf.cast(src, dst.dtype))
+    copy_weights(copy, generator)  # float32 variables into float32 variables (mixed policy)
     return copy
