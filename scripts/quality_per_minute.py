@@ -20,6 +20,13 @@ Writes docs/benchmarks/quality_per_minute.{md,json} and one picture grid per mar
     .venv/bin/python scripts/quality_per_minute.py --recipes oasis_light \
         --variant oasis_nobal=oasis_light:loss.class_balancing=false    # a variant beside a preset
 
+``--steps`` marks by steps instead (``spade-tf train --max-steps``): equal steps, for two
+variants of one recipe whose speed differs, e.g. bfloat16 against float32 (docs/benchmarks/
+precision_quality.md):
+
+    .venv/bin/python scripts/quality_per_minute.py --steps 2000 --recipes synthscapes_light \
+        --variant bf16=synthscapes_light:train.precision=mixed_bfloat16 --name precision_quality
+
 Re-running with the same --workdir reuses what is done: finished stages are read back, and an
 unfinished run resumes at its next mark (``--minutes 10 30`` after ``--minutes 10`` trains
 each run 20 more minutes). Delete the folder for a fresh run.
@@ -57,6 +64,20 @@ def last_step(run: Path) -> int:
     return int(lines[-1]) if lines else 0
 
 
+def stage_name(mark: float, unit: str) -> str:
+    """The stage's folder: ``at_10min`` or ``at_2000steps``."""
+    return f"at_{mark:g}min" if unit == "minutes" else f"at_{mark:g}steps"
+
+
+def mark_text(mark: float, unit: str) -> str:
+    return f"{mark:g} min" if unit == "minutes" else f"{mark:g} steps"
+
+
+def unit_of(summary: dict) -> str:
+    """What the summary's marks count (summaries from before --steps have minutes)."""
+    return "steps" if "marks_steps" in summary else "minutes"
+
+
 def ensure_segmenter(seg_dir: Path, steps: int) -> dict:
     if not (seg_dir / "segmenter.json").is_file():
         subprocess.run(spade_tf_cli() + ["train-segmenter", "--config", "quickstart", "--out",
@@ -74,12 +95,13 @@ def parse_variant(text: str) -> tuple[str, str, list[str]]:
 
 
 def train_stage(recipe: str, seed: int, run: Path, minutes: float, log, preset: str = None,
-                overrides=()) -> dict:
-    """Trains ``run`` for ``minutes`` more wall-clock minutes (resuming it when it has a
-    checkpoint); returns the stage's steps and seconds."""
+                overrides=(), to_step: int = None) -> dict:
+    """Trains ``run`` for ``minutes`` more wall-clock minutes, or up to step ``to_step``
+    (resuming it when it has a checkpoint); returns the stage's steps and seconds."""
     step0 = last_step(run) if (run / "steps.log").is_file() else 0
+    stop = ["--max-steps", str(to_step)] if to_step else ["--max-minutes", f"{minutes:g}"]
     cmd = spade_tf_cli() + ["train", "--config", preset or recipe, "--workdir", str(run),
-                            "--max-minutes", f"{minutes:g}", "--set", f"train.seed={seed}"]
+                            *stop, "--set", f"train.seed={seed}"]
     for o in overrides:
         cmd += ["--set", o]
     t0 = time.time()
@@ -134,8 +156,11 @@ def grid(snapshots: dict, count: int = 8, scale: int = 2):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--minutes", type=float, nargs="+", default=[10, 30],
-                   help="the marks, cumulative wall-clock minutes of training (default 10 30)")
+    marks = p.add_mutually_exclusive_group()
+    marks.add_argument("--minutes", type=float, nargs="+", default=[10, 30],
+                       help="the marks, cumulative wall-clock minutes of training (default 10 30)")
+    marks.add_argument("--steps", type=int, nargs="+",
+                       help="the marks as training steps instead (equal steps, not equal minutes)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default 0 1)")
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES),
                    help="presets to compare (default: all four)")
@@ -165,7 +190,8 @@ def main() -> None:
     ceiling = seg_info["ceiling_on_real_val"]
     log(f"segmenter ceiling on real val: mIoU {ceiling['miou']:.4f}")
 
-    marks = sorted(args.minutes)
+    unit = "steps" if args.steps else "minutes"
+    marks = sorted(args.steps or args.minutes)
     variants = {name: (preset, sets) for name, preset, sets in map(parse_variant, args.variant)}
     for name, (preset, sets) in variants.items():
         RECIPES[name] = f"{name} ({preset} + {', '.join(sets)})"
@@ -175,20 +201,21 @@ def main() -> None:
         for seed in args.seeds:
             for recipe in recipes:
                 run = work / f"{recipe}_seed{seed}"
-                stage = run / f"at_{mark:g}min"
+                stage = run / stage_name(mark, unit)
                 done = stage / "stage.json"
                 if done.is_file():
                     results.append(json.loads(done.read_text()))
                     continue
                 run.mkdir(parents=True, exist_ok=True)
                 before = marks[mark_i - 1] if mark_i else 0
-                if before and not (run / f"at_{before:g}min" / "stage.json").is_file():
-                    raise SystemExit(f"{run}: the {before:g}-minute stage is missing; run the marks "
-                                     "in order (the default does)")
-                log(f"{recipe} seed {seed}: training to {mark:g} min")
-                record = {"recipe": recipe, "seed": seed, "minutes": mark,
+                if before and not (run / stage_name(before, unit) / "stage.json").is_file():
+                    raise SystemExit(f"{run}: the {mark_text(before, unit)} stage is missing; run "
+                                     "the marks in order (the default does)")
+                log(f"{recipe} seed {seed}: training to {mark_text(mark, unit)}")
+                record = {"recipe": recipe, "seed": seed, unit: mark,
                           **train_stage(recipe, seed, run, mark - before, log,
-                                        *variants.get(recipe, (recipe, ())))}
+                                        *variants.get(recipe, (recipe, ())),
+                                        to_step=mark if unit == "steps" else None)}
                 # Keep this mark's networks: the next stage overwrites the run's checkpoints.
                 nets, config = load_networks(run, generator=True, discriminator=False)
                 save_networks(nets, config, stage / "networks", overwrite=True)
@@ -198,7 +225,7 @@ def main() -> None:
                 atomic_write_text(done, json.dumps(record, indent=2) + "\n")
                 results.append(record)
                 s = record["scores"]
-                log(f"  {recipe} seed {seed} at {mark:g} min ({record['steps']} steps): mIoU "
+                log(f"  {recipe} seed {seed} at {mark_text(mark, unit)} ({record['steps']} steps): mIoU "
                     f"EMA {s['ema']['miou']:.4f} / G {s['generator']['miou']:.4f}, KID "
                     f"EMA {s['ema']['kid']:.3f} / G {s['generator']['kid']:.3f}")
 
@@ -207,19 +234,19 @@ def main() -> None:
     grids, by_minutes = {}, None
     if len(recipes) == 1 and len(marks) > 1:
         # One recipe: one grid whose columns are its marks (what the extra minutes bought).
-        snaps = {mark: work / f"{recipes[0]}_seed{args.seeds[0]}" / f"at_{mark:g}min" / "networks"
+        snaps = {mark: work / f"{recipes[0]}_seed{args.seeds[0]}" / stage_name(mark, unit) / "networks"
                  for mark in marks}
         by_minutes = f"{args.name}_by_minutes.png"
         save_png(grid(snaps), out / by_minutes)
     else:
         for mark in marks:
-            snaps = {r: work / f"{r}_seed{args.seeds[0]}" / f"at_{mark:g}min" / "networks"
+            snaps = {r: work / f"{r}_seed{args.seeds[0]}" / stage_name(mark, unit) / "networks"
                      for r in recipes}
-            name = f"{args.name}_{mark:g}min.png"
+            name = f"{args.name}_{stage_name(mark, unit)[3:]}.png"
             save_png(grid(snaps), out / name)
             grids[mark] = name
     summary = {"command": "python scripts/quality_per_minute.py " + " ".join(sys.argv[1:]),
-               "marks_minutes": marks, "seeds": args.seeds, "recipes": recipes,
+               f"marks_{unit}": marks, "seeds": args.seeds, "recipes": recipes,
                "recipe_names": {r: RECIPES[r] for r in recipes},
                "segmenter": seg_info, "runs": results, "grids": grids, "by_minutes": by_minutes,
                "machine": os.uname().machine, "cpus": os.cpu_count()}
@@ -229,14 +256,14 @@ def main() -> None:
 
 
 def winner(summary: dict, mark: float) -> tuple[str, str]:
-    """The (recipe, weights) with the best mean mIoU over seeds at ``mark`` minutes."""
+    """The (recipe, weights) with the best mean mIoU over seeds at ``mark``."""
     import numpy as np
 
     best = None
     for recipe in summary["recipes"]:
         for w in WEIGHTS:
             vals = [r["scores"][w]["miou"] for r in summary["runs"]
-                    if r["recipe"] == recipe and r["minutes"] == mark]
+                    if r["recipe"] == recipe and r[unit_of(summary)] == mark]
             if vals and (best is None or np.mean(vals) > best[0]):
                 best = (float(np.mean(vals)), recipe, w)
     return best[1], best[2]
@@ -249,7 +276,7 @@ def close_calls(summary: dict, mark: float, best: str, weights: str, names: dict
 
     def scores(recipe, key):
         return [r["scores"][weights][key] for r in summary["runs"]
-                if r["recipe"] == recipe and r["minutes"] == mark]
+                if r["recipe"] == recipe and r[unit_of(summary)] == mark]
 
     top = scores(best, "miou")
     lines = []
@@ -275,14 +302,26 @@ def markdown(s: dict) -> str:
     ceiling = s["segmenter"]["ceiling_on_real_val"]
     runs = s["runs"]
     names = {**RECIPES, **s.get("recipe_names", {})}
-    lines = ["# Quality per CPU-minute: the light recipes at equal wall-clock minutes", "",
+    unit = unit_of(s)
+    if unit == "minutes":
+        title = "Quality per CPU-minute: the light recipes at equal wall-clock minutes"
+        how = ("- Each run trains with `spade-tf train --config PRESET --max-minutes M --set "
+               "train.seed=S`; a later mark resumes the same run. Minutes count from the start "
+               "of `fit` (tracing included), so the steps reached are what a user gets.")
+        busy = ", nothing else running"
+    else:
+        title = "Quality at equal steps"
+        how = ("- Each run trains with `spade-tf train --config PRESET --max-steps N --set "
+               "train.seed=S`; a later mark resumes the same run. Equal steps: the scores do not "
+               "depend on the machine's load; the seconds column does (stage wall-clock seconds, "
+               "start-up and scoring excluded).")
+        busy = ""
+    lines = [f"# {title}", "",
              f"Produced by `{s['command'].strip()}` on this machine ({s['cpus']} CPUs, "
-             f"{s['machine']}), nothing else running. Rerun it to reproduce; the module docstring "
+             f"{s['machine']}){busy}. Rerun it to reproduce; the module docstring "
              "says how it stages and resumes.", "",
              "- Data: synthscapes at 64 x 64 (9 classes), batch 4; 200 held-out validation maps.",
-             "- Each run trains with `spade-tf train --config PRESET --max-minutes M --set "
-             "train.seed=S`; a later mark resumes the same run. Minutes count from the start "
-             "of `fit` (tracing included), so the steps reached are what a user gets.",
+             how,
              "- Scores: the built-in segmenter (`spade-tf train-segmenter --config quickstart "
              f"--steps {s['segmenter']['steps']}`); **ceiling** on the real validation images: "
              f"mIoU **{ceiling['miou']:.4f}**. KID with its 64-d pooled features (a stand-in, "
@@ -290,16 +329,21 @@ def markdown(s: dict) -> str:
              "- Each run is scored with its moving average of G (`--weights ema`: what export, "
              "synthesize and the studio use) and with G (`--weights generator`): one training, "
              "with and without EMA.", ""]
-    for mark in s["marks_minutes"]:
-        at = [r for r in runs if r["minutes"] == mark]
+    for mark in s[f"marks_{unit}"]:
+        at = [r for r in runs if r[unit] == mark]
         if not at:
             continue
-        lines += [f"## {mark:g} minutes", "",
-                  "| recipe | seed | steps | G parameters | mIoU, EMA | mIoU, G | KID, EMA | KID, G |",
-                  "|---|---|---|---|---|---|---|---|"]
+        when = mark_text(mark, unit).replace(" min", " minutes")
+        # equal steps: the seconds each took (equal minutes: the steps column says it)
+        secs = (lambda rs: "") if unit == "minutes" else (
+            lambda rs: f"{np.mean([r['stage_seconds'] for r in rs]):.0f} | ")
+        lines += [f"## {when}", "",
+                  "| recipe | seed | steps | " + ("" if unit == "minutes" else "seconds | ")
+                  + "G parameters | mIoU, EMA | mIoU, G | KID, EMA | KID, G |",
+                  "|---|---|---|" + ("" if unit == "minutes" else "---|") + "---|---|---|---|---|"]
         for r in at:
             e, g = r["scores"]["ema"], r["scores"]["generator"]
-            lines.append(f"| {names[r['recipe']]} | {r['seed']} | {r['steps']} | "
+            lines.append(f"| {names[r['recipe']]} | {r['seed']} | {r['steps']} | {secs([r])}"
                          f"{r['g_params']:,} | {e['miou']:.4f} | {g['miou']:.4f} | "
                          f"{e['kid']:.3f} ± {e['kid_std']:.3f} | {g['kid']:.3f} ± {g['kid_std']:.3f} |")
         for recipe in s["recipes"]:
@@ -308,10 +352,10 @@ def markdown(s: dict) -> str:
                 mean = {w: np.mean([r["scores"][w]["miou"] for r in rs]) for w in WEIGHTS}
                 kid = {w: np.mean([r["scores"][w]["kid"] for r in rs]) for w in WEIGHTS}
                 lines.append(f"| **{names[recipe]}, mean** | | {np.mean([r['steps'] for r in rs]):.0f} "
-                             f"| | **{mean['ema']:.4f}** | **{mean['generator']:.4f}** | "
+                             f"| {secs(rs)}| **{mean['ema']:.4f}** | **{mean['generator']:.4f}** | "
                              f"{kid['ema']:.3f} | {kid['generator']:.3f} |")
         best, w = winner(s, mark)
-        lines += ["", f"Best mean mIoU at {mark:g} minutes: **{names[best]}** with "
+        lines += ["", f"Best mean mIoU at {when}: **{names[best]}** with "
                       f"{WEIGHTS[w]} weights (ceiling {ceiling['miou']:.4f})."]
         lines += close_calls(s, mark, best, w, names)
         if "oasis_light" in s["recipes"] and "quickstart" in s["recipes"]:
@@ -324,7 +368,7 @@ def markdown(s: dict) -> str:
                         wins.append(o[0]["scores"][w]["miou"] > q[0]["scores"][w]["miou"])
                 lines.append(f"OASIS light beats the quickstart SPADE ({WEIGHTS[w]} weights) in "
                              f"{sum(wins)} of {len(wins)} seeds.")
-        lines += ["", f"### Per-class IoU at {mark:g} minutes (moving average, mean over seeds)", "",
+        lines += ["", f"### Per-class IoU at {when} (moving average, mean over seeds)", "",
                   "| class | " + " | ".join(names[r] for r in s["recipes"]) + " | real images |",
                   "|---|" + "---|" * len(s["recipes"]) + "---|"]
         for i, name in enumerate(CLASS_NAMES):
@@ -337,14 +381,15 @@ def markdown(s: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if c is None or c != c else f'{c:.3f}'} |")
         if mark in s["grids"] or f"{mark}" in s["grids"]:
             name = s["grids"].get(mark) or s["grids"][f"{mark}"]
-            lines += ["", f"### The same validation labels at {mark:g} minutes", "",
+            lines += ["", f"### The same validation labels at {when}", "",
                       "Columns: colourised label | " + " | ".join(names[r] for r in s["recipes"])
                       + f" | real. Moving-average weights, seed {s['seeds'][0]}; 2x nearest upscale.",
-                      "", f"![recipes at {mark:g} minutes]({name})", ""]
+                      "", f"![recipes at {when}]({name})", ""]
     if s.get("by_minutes"):
-        lines += ["", f"## {names[s['recipes'][0]]}, seed {s['seeds'][0]}, minute by minute", "",
+        by = "minute by minute" if unit == "minutes" else "mark by mark"
+        lines += ["", f"## {names[s['recipes'][0]]}, seed {s['seeds'][0]}, {by}", "",
                   "Columns: colourised label | "
-                  + " | ".join(f"{m:g} min" for m in s["marks_minutes"])
+                  + " | ".join(mark_text(m, unit) for m in s[f"marks_{unit}"])
                   + " | real. Moving-average weights; 2x nearest upscale.", "",
                   f"![one run at each mark]({s['by_minutes']})", ""]
     return "\n".join(lines) + "\n"

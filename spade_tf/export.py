@@ -50,6 +50,7 @@ from spade_tf.config import (CladeLookup, Config, Family, LabelConv, Toggle, con
 from spade_tf.kernels.delegate_forms import float_levels
 from spade_tf.latents import latent_from_seed  # noqa: F401 (the signatures' seeds; public here too)
 from spade_tf.perf import PLAIN, perf_scope
+from spade_tf.precision import FrozenGenerator
 from spade_tf.semantics import intra_class_offsets, to_semantics
 from spade_tf.serving_client import PNG_MAGIC, not_png_message
 from spade_tf.tf_internals import tflite_schema
@@ -712,7 +713,10 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
 
         hardware = bf16_hardware()
         progress(f"export: bf16, checked against float32 ({hardware.what})")
-        served = GeneratorModule(config, bf16_generator(generator, config), nets.encoder)
+        # weights as constants, folded (spade_tf.frozen_graph): oneDNN's bf16 convs reorder a
+        # variable filter at every call
+        served = GeneratorModule(config, FrozenGenerator(
+            bf16_generator(generator, config), generator.perf if keep_perf else PLAIN), nets.encoder)
         maps, source = _label_maps(config, None, "val", progress)
         precision_report = {"precision": "bf16", "bf16_hardware": hardware.what,
                             "bf16_check_source": source, **check_bf16(module, served, maps)}
@@ -736,7 +740,7 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         sm_perf = generator.perf if keep_perf else PLAIN
         with contextlib.ExitStack() as stack:
             for net in (served.generator, nets.encoder):
-                if net is not None:
+                if net is not None and not isinstance(net, FrozenGenerator):  # (traced already)
                     stack.enter_context(perf_scope(net, sm_perf))
             tf.saved_model.save(served, str(sm_dir), signatures=_signatures(served))
         (sm_dir / "assets").mkdir(exist_ok=True)

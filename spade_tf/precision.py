@@ -99,3 +99,54 @@ def bf16_generator(generator, config):
                          "original's (shapes differ)")
     copy_weights(copy, generator)  # float32 variables into float32 variables (mixed policy)
     return copy
+
+
+class FrozenGenerator:
+    """A generator's inference forward with its weights as graph constants
+    (``spade_tf.frozen_graph``), callable as the generator is in ``GeneratorModule.synthesize``.
+
+    What the bf16 SavedModel serves: oneDNN keeps a reordered copy of a constant conv filter,
+    and recomputes it from a variable at every call, which in bfloat16 cost about a third of
+    the forward (docs/performance.md). Each call structure (with or without a latent, a noise
+    vector or map) is traced and frozen once, on first use, outside any enclosing trace.
+
+    Args:
+        generator: a built generator (float32 or bf16); it is kept, not copied.
+        perf: the ``perf`` forms to trace it with (``spade_tf.perf.perf_scope``); None: the
+            generator's own.
+    """
+
+    def __init__(self, generator, perf=None):
+        self.generator = generator
+        self.perf = perf
+        self.output_hw = generator.output_hw
+        self.z_dim = generator.z_dim
+        self.weights = []  # constants, not variables: GeneratorModule saves none
+        self._frozen = {}
+
+    def count_params(self) -> int:
+        return self.generator.count_params()
+
+    def __call__(self, semantics, training=False, **extra):
+        import tensorflow as tf
+
+        from spade_tf.frozen_graph import freeze
+        from spade_tf.perf import perf_scope
+
+        if training:
+            raise ValueError("FrozenGenerator is for inference only")
+        h, w = (int(v) for v in self.output_hw)
+        semantics = tf.ensure_shape(semantics, [None, h, w, semantics.shape[-1]])
+        extra = {k: tf.convert_to_tensor(v) for k, v in extra.items() if v is not None}
+        names = sorted(extra)
+        specs = [tf.TensorSpec([None, *semantics.shape[1:]], semantics.dtype)] + [
+            tf.TensorSpec([None, *extra[k].shape[1:]], extra[k].dtype) for k in names]
+        key = (tuple(names), tuple(str(s) for s in specs))
+        if key not in self._frozen:
+            # eager, also when called while a signature is traced
+            with tf.init_scope(), perf_scope(self.generator, self.perf or self.generator.perf):
+                fn = tf.function(lambda s, *args: self.generator(
+                    s, training=False, **dict(zip(names, args))))
+                self._frozen[key] = freeze(fn.get_concrete_function(*specs))
+        out = self._frozen[key](semantics, *[extra[k] for k in names])
+        return out[0] if isinstance(out, (list, tuple)) else out

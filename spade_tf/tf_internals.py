@@ -59,6 +59,15 @@ def nested_function_graphs(graph) -> list:
     return [fn.graph for fn in getattr(graph, "_functions", {}).values() if hasattr(fn, "graph")]
 
 
+def variables_to_constants(concrete_function):
+    """``concrete_function`` with every variable it reads inlined as a constant
+    (``tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2``,
+    which the TFLite converter and ``freeze_graph`` use). The public API freezes only through
+    the TFLite converter; ``spade_tf.frozen_graph`` needs the frozen TensorFlow graph itself."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    return convert_variables_to_constants_v2(concrete_function)
+
+
 def tflite_schema():
     """(schema, flatbuffer_utils): TFLite's generated flatbuffer classes and their helpers
     (``tensorflow.lite.python.schema_py_generated``, ``tensorflow.lite.tools.flatbuffer_utils``).
