@@ -3,7 +3,8 @@
 
 For each model, the function ``spade-tf export`` saves (``GeneratorModule.synthesize``: label map
 in, uint8 image out), traced with float32 arithmetic and with ``--precision bf16``'s
-(``spade_tf.precision.bf16_generator``), in the plain forms the SavedModel gets by default and
+(``spade_tf.precision.bf16_generator``; reading the variables, and frozen as the export writes
+it: ``spade_tf.precision.FrozenGenerator``), in the plain forms the SavedModel gets by default and
 in this machine's forms (``--perf``). Batch 1, medians of ``--repeats`` runs, the precisions
 alternating run by run so that both see the same machine. PSNR: bf16's image against float32's
 on the same maps (the packaged model: its validation maps; the others: blocky random maps).
@@ -28,7 +29,8 @@ from spade_tf.benchmarking import (command_line, inputs_for, machine_info,  # no
 from spade_tf.config import load_config  # noqa: E402
 from spade_tf.export import GeneratorModule, psnr  # noqa: E402
 from spade_tf.perf import PLAIN, perf_scope  # noqa: E402
-from spade_tf.precision import bf16_generator, bf16_hardware, cpu_flags  # noqa: E402
+from spade_tf.precision import (FrozenGenerator, bf16_generator, bf16_hardware,  # noqa: E402
+                                cpu_flags)
 
 MODELS = {  # name (no commas: --models splits on them) -> (preset, checkpoint)
     "light (synthscapes_light; the packaged model) 64 px": ("synthscapes_light", "pretrained"),
@@ -52,34 +54,34 @@ def bench(name, repeats, log):
     g32, config, weights = prepared_generator(load_config(preset), rng, checkpoint)
     g16 = bf16_generator(g32, config)
     maps = maps_for(config, checkpoint, rng, 8)
+    feeds = [{k: tf.constant(v) for k, v in x.items()} for x in maps]
     rows = []
     for forms, perf in (("plain (export's default)", PLAIN), ("this machine's (--perf)", g32.perf)):
         fns, images = {}, {}
-        for precision, g in (("fp32", g32), ("bf16", g16)):
+        for precision, g in (("fp32", g32), ("bf16", g16), ("bf16 frozen", FrozenGenerator(g16, perf))):
             module = GeneratorModule(config, g)
-            with perf_scope(g, perf):
+            with perf_scope(g16 if precision == "bf16 frozen" else g, perf):
                 fn = tf.function(lambda label, instance=None, m=module: m.synthesize(
                     label, instance, validate=False), reduce_retracing=True)
-                feeds = [{k: tf.constant(v) for k, v in x.items()} for x in maps]
                 images[precision] = np.concatenate([fn(**f).numpy() for f in feeds])
-            fns[precision] = (fn, feeds)
-        times = {"fp32": [], "bf16": []}
+            fns[precision] = fn
+        times = {p: [] for p in fns}
         for i in range(repeats):  # alternating
-            for precision in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
-                fn, feeds = fns[precision]
+            for precision in list(fns) if i % 2 == 0 else list(fns)[::-1]:
                 t = time.perf_counter()
-                fn(**feeds[i % len(feeds)]).numpy()
+                fns[precision](**feeds[i % len(feeds)]).numpy()
                 times[precision].append(time.perf_counter() - t)
         med = {p: float(np.median(t)) for p, t in times.items()}
-        diff = np.abs(images["bf16"].astype(np.int32) - images["fp32"].astype(np.int32))
+        diff = np.abs(images["bf16 frozen"].astype(np.int32) - images["fp32"].astype(np.int32))
         row = {"model": name, "forms": forms, "weights": weights,
-               "fp32_s": round(med["fp32"], 4), "bf16_s": round(med["bf16"], 4),
-               "speedup": round(med["fp32"] / med["bf16"], 2),
-               "psnr_db": round(psnr(images["bf16"], images["fp32"]), 2),
+               "fp32_s": round(med["fp32"], 4), "bf16_variables_s": round(med["bf16"], 4),
+               "bf16_s": round(med["bf16 frozen"], 4),
+               "speedup": round(med["fp32"] / med["bf16 frozen"], 2),
+               "psnr_db": round(psnr(images["bf16 frozen"], images["fp32"]), 2),
                "max_levels": int(diff.max()), "mean_levels": round(float(diff.mean()), 3),
                "maps": len(maps), "times_s": {p: [round(x, 4) for x in t] for p, t in times.items()}}
-        log(f"{name}, {forms}: fp32 {row['fp32_s']} s, bf16 {row['bf16_s']} s "
-            f"({row['speedup']}x), {row['psnr_db']} dB")
+        log(f"{name}, {forms}: fp32 {row['fp32_s']} s, bf16 {row['bf16_variables_s']} s, "
+            f"bf16 frozen {row['bf16_s']} s ({row['speedup']}x), {row['psnr_db']} dB")
         rows.append(row)
     return rows
 
@@ -91,11 +93,16 @@ def markdown(result) -> str:
            f"{info['date']}; batch 1, medians of {result['repeats']} runs per precision, "
            f"alternating.", "",
            f"Reproduce: `.venv/bin/python {result['command']}`.", "",
-           "| model | forms | fp32 s | bf16 s | bf16 speed-up | bf16 vs fp32 PSNR dB | max levels "
-           "| weights |", "|---|---|---|---|---|---|---|---|"]
+           "bf16 frozen: what `spade-tf export --precision bf16` writes (weights as graph "
+           "constants, weight-only results folded: `spade_tf.frozen_graph`); bf16 with "
+           "variables: the same arithmetic reading the float32 variables at every call. "
+           "Speed-up and PSNR: bf16 frozen against fp32.", "",
+           "| model | forms | fp32 s | bf16 with variables s | bf16 frozen s | bf16 speed-up "
+           "| bf16 vs fp32 PSNR dB | max levels | weights |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        out.append(f"| {r['model']} | {r['forms']} | {r['fp32_s']} | {r['bf16_s']} | "
-                   f"{r['speedup']}x | {r['psnr_db']} | {r['max_levels']} | {r['weights']} |")
+        out.append(f"| {r['model']} | {r['forms']} | {r['fp32_s']} | {r['bf16_variables_s']} | "
+                   f"{r['bf16_s']} | **{r['speedup']}x** | {r['psnr_db']} | {r['max_levels']} | "
+                   f"{r['weights']} |")
     return "\n".join(out) + "\n"
 
 
