@@ -35,6 +35,7 @@ model's own memory; docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -148,7 +149,8 @@ def worker_tf(kind, precision, variant, repeats):
 
     rng = np.random.default_rng(0)
     label = rng.integers(0, 151, (1, 256, 256)).astype(np.int32)
-    overrides = ["train.batch_size=1"] + (PLAIN if variant == "plain" else [])
+    plain = [f"perf.{f.name}={getattr(PLAIN, f.name).value}" for f in dataclasses.fields(PLAIN)]
+    overrides = ["train.batch_size=1"] + (plain if variant == "plain" else [])
     if kind == "forward":
         from spade_tf.networks import build_networks
         from spade_tf.semantics import to_semantics
@@ -303,7 +305,8 @@ def main() -> None:
         print("exporting the bf16 SavedModel ...", flush=True)
         subprocess.run([sys.executable, __file__, "--export-bf16", tmp], check=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
-        env["SPADE_TF_BENCH_BF16_MODEL"] = str(next(Path(tmp).glob("*/[0-9]*")))
+        env["SPADE_TF_BENCH_BF16_MODEL"] = str(next(
+            d for d in Path(tmp).glob("*/*") if (d / "saved_model.pb").is_file()))
     for i in range(args.rounds):
         for name in names if i % 2 == 0 else names[::-1]:
             r = run_job(name, args.repeats, env)

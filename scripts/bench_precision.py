@@ -4,10 +4,9 @@
 For each model, the function ``spade-tf export`` saves (``GeneratorModule.synthesize``: label map
 in, uint8 image out), traced with float32 arithmetic and with ``--precision bf16``'s
 (``spade_tf.precision.bf16_generator``; reading the variables, and frozen as the export writes
-it: ``spade_tf.precision.FrozenGenerator``), in the plain forms the SavedModel gets by default and
-in this machine's forms (``--perf``). Batch 1, medians of ``--repeats`` runs, the precisions
-alternating run by run so that both see the same machine. PSNR: bf16's image against float32's
-on the same maps (the packaged model: its validation maps; the others: blocky random maps).
+it: ``spade_tf.precision.FrozenGenerator``), in the plain forms the SavedModel gets. Batch 1,
+medians of ``--repeats`` runs, the three alternating run by run so that all see the same
+machine. PSNR: bf16's image against float32's on the same maps (the packaged model: its validation maps; the others: blocky random maps).
 
     .venv/bin/python scripts/bench_precision.py --markdown docs/benchmarks/precision.md \\
         --json docs/benchmarks/precision.json
@@ -56,7 +55,9 @@ def bench(name, repeats, log):
     maps = maps_for(config, checkpoint, rng, 8)
     feeds = [{k: tf.constant(v) for k, v in x.items()} for x in maps]
     rows = []
-    for forms, perf in (("plain (export's default)", PLAIN), ("this machine's (--perf)", g32.perf)):
+    # the plain forms only: what the export traces (a bf16 SavedModel always; this machine's CPU
+    # forms were measured slower in bf16: docs/performance.md)
+    for forms, perf in (("plain (export's)", PLAIN),):
         fns, images = {}, {}
         for precision, g in (("fp32", g32), ("bf16", g16), ("bf16 frozen", FrozenGenerator(g16, perf))):
             module = GeneratorModule(config, g)

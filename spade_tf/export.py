@@ -73,7 +73,9 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 # (the same bar as dynamic-range int8 in the export issue).
 INT8_MIN_PSNR_DB = 30.0
 # The SavedModel's arithmetic (``--precision``; bf16: spade_tf.precision)
-SAVED_MODEL_PRECISIONS = ("fp32", "bf16")
+# auto: bf16 where this machine multiplies it natively (spade_tf.precision.bf16_hardware) and
+# the model's images keep BF16_MIN_PSNR_DB there, else fp32 (docs/performance.md, "Precision")
+SAVED_MODEL_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ExportError(ValueError):
@@ -665,12 +667,16 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         keep_perf: trace the SavedModel with this machine's ``perf`` forms (``--perf``). By
             default it gets the plain forms: a SavedModel freezes the forms it was traced with,
             and this machine's CPU forms (segment sums, uniform regions) are the wrong ones
-            for a GPU Serving. The report's ``saved_model_perf`` says which.
-        precision: the SavedModel's arithmetic, ``fp32`` or ``bf16`` (convs and matmuls in
-            bfloat16, the norms' statistics and the image in float32;
-            ``spade_tf.precision``). bf16 is checked against float32 on held-out label maps
-            (the validation split) and refused below ``BF16_MIN_PSNR_DB`` with the numbers
-            (``ExportError``; nothing is written). The TFLite files are float32-based either way.
+            for a GPU Serving. A bf16 SavedModel always gets the plain forms (the CPU forms
+            are slower in bf16). The report's ``saved_model_perf`` says which.
+        precision: the SavedModel's arithmetic, ``fp32``, ``bf16`` (convs and matmuls in
+            bfloat16, the norms' statistics and the image in float32, weights frozen as
+            constants; ``spade_tf.precision``) or ``auto`` (what ``spade-tf export`` does: bf16
+            where ``bf16_hardware`` finds it native, else fp32). bf16 is checked against float32
+            on held-out label maps (the validation split); below ``BF16_MIN_PSNR_DB`` an
+            explicit bf16 is refused with the numbers (``ExportError``; nothing is written) and
+            auto falls back to fp32 (the report's ``precision_reason`` says why). The TFLite
+            files are float32-based either way.
     """
     from spade_tf.networks import load_networks
 
@@ -707,23 +713,42 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
     progress(f"export: weights: {weights}")
     module = GeneratorModule(config, generator, nets.encoder)
     h, w = module.height, module.width
-    served, precision_report = module, {"precision": "fp32"}
+    requested = precision
+    served, precision_report = module, {"precision": "fp32", "precision_requested": requested}
+    hardware = None
+    if precision == "auto":
+        from spade_tf.precision import bf16_hardware
+
+        hardware = bf16_hardware()
+        precision = "bf16" if hardware.native else "fp32"
+        precision_report["precision_reason"] = (
+            f"auto: {hardware.what}" + ("" if hardware.native else ": fp32"))
     if precision == "bf16":
         from spade_tf.precision import BF16_MIN_PSNR_DB, bf16_generator, bf16_hardware
 
-        hardware = bf16_hardware()
+        hardware = hardware or bf16_hardware()
         progress(f"export: bf16, checked against float32 ({hardware.what})")
         # weights as constants, folded (spade_tf.frozen_graph): oneDNN's bf16 convs reorder a
         # variable filter at every call
-        served = GeneratorModule(config, FrozenGenerator(
-            bf16_generator(generator, config), generator.perf if keep_perf else PLAIN), nets.encoder)
+        # Always the plain forms: in bf16 the CPU forms (tuned in float32) are slower (ade20k,
+        # frozen: 0.58 s against 0.35 s; docs/performance.md), and --perf is ignored.
+        served = GeneratorModule(config, FrozenGenerator(bf16_generator(generator, config), PLAIN),
+                                 nets.encoder)
         maps, source = _label_maps(config, None, "val", progress)
-        precision_report = {"precision": "bf16", "bf16_hardware": hardware.what,
-                            "bf16_check_source": source, **check_bf16(module, served, maps)}
+        precision_report.update({"precision": "bf16", "bf16_hardware": hardware.what,
+                                 "bf16_check_source": source, **check_bf16(module, served, maps)})
         db = precision_report["psnr_db_vs_fp32"]
         progress(f"export: bf16 is {db} dB from float32 (max "
                  f"{precision_report['max_abs_levels_vs_fp32']} levels) on {len(maps)} maps")
-        if db is not None and db < BF16_MIN_PSNR_DB:  # (None: identical images, inf dB)
+        too_far = db is not None and db < BF16_MIN_PSNR_DB  # (None: identical images, inf dB)
+        if too_far and requested == "auto":  # the choice was ours: fall back, and say why
+            served, precision = module, "fp32"
+            precision_report["precision"] = "fp32"
+            precision_report["precision_reason"] = (
+                f"auto: {hardware.what}, but bf16's images are {db} dB from float32's (below "
+                f"{BF16_MIN_PSNR_DB:.0f} dB): fp32")
+            progress(f"export: {precision_report['precision_reason']}")
+        elif too_far:
             with contextlib.suppress(OSError):
                 model_dir.rmdir()  # made above for the version number; only if still empty
             raise ExportError(
@@ -731,12 +756,13 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
                 f"{precision_report['max_abs_levels_vs_fp32']} levels, mean "
                 f"{precision_report['mean_abs_levels_vs_fp32']}) on {len(maps)} label maps "
                 f"({source}); the bar is {BF16_MIN_PSNR_DB:.0f} dB, so nothing is written. "
-                f"Export in fp32 (the default)")
+                f"Export in fp32 (--precision fp32)")
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
     try:
         sm_dir = tmp / "saved_model"
         progress(f"export: SavedModel ({generator.count_params():,} generator parameters, "
                  f"{precision})")
+        keep_perf = keep_perf and precision == "fp32"  # (bf16: the plain forms, see above)
         sm_perf = generator.perf if keep_perf else PLAIN
         with contextlib.ExitStack() as stack:
             for net in (served.generator, nets.encoder):

@@ -63,3 +63,29 @@ def test_freeze_refuses_side_effects_that_no_input_reaches():
     fn = tf.function(lambda x: x + tf.random.uniform([3]))
     with pytest.raises(ValueError, match="side effects"):
         freeze(fn.get_concrete_function(tf.TensorSpec([3])))
+
+
+def test_frozen_oasis_generator_takes_its_noise_as_a_vector_or_a_map():
+    """OASIS' two noise forms freeze separately (one graph per call structure), and each
+    computes what the variable generator computes."""
+    from spade_tf.config import load_config
+    from spade_tf.networks import build_generator
+    from spade_tf.perf import PLAIN, perf_scope
+    from spade_tf.precision import FrozenGenerator
+    from spade_tf.semantics import to_semantics
+
+    config = load_config("oasis_light", ["model.init_gain=1.0"])
+    g = build_generator(config.model, seed=0)
+    h, w = (int(v) for v in g.output_hw)
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, config.model.num_classes, (1, h, w)).astype(np.int32)
+    sem = to_semantics(label, label if config.model.use_instance else None, config=config)
+    z = tf.constant(rng.standard_normal((1, g.z_dim)), tf.float32)
+    frozen = FrozenGenerator(g, PLAIN)
+    for noise in (z, tf.broadcast_to(z[:, None, None, :], (1, h, w, g.z_dim))):
+        with perf_scope(g, PLAIN):
+            want = g(sem, noise=noise, training=False).numpy()
+        got = frozen(sem, noise=noise).numpy()
+        assert np.abs(want).max() > 0.05
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), np.abs(got - want).max()
+    assert len(frozen._frozen) == 2

@@ -196,7 +196,9 @@ def light(tmp_path_factory):
                           capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run([sys.executable, "-m", "spade_tf", "export", "--checkpoint", str(run),
-                           "--out", str(out), "--tflite", "fp32,int8"],
+                           "--out", str(out), "--tflite", "fp32,int8",
+                           # fp32: the tests below hold its signatures to the fp32 TFLite file
+                           "--precision", "fp32"],
                           capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "spade" / "1-export.json").read_text())
