@@ -80,3 +80,17 @@ def test_tflite_schema_reads_and_writes_a_model():
 def test_the_fit_hook_that_multiworker_fit_fixes_overrides_still_exists():
     assert callable(getattr(keras.Model, "_maybe_symbolic_build", None))
     assert "_maybe_symbolic_build" in vars(tf_internals.MultiWorkerFitFixes)
+
+
+def test_variables_to_constants_inlines_the_variables():
+    import tensorflow as tf
+
+    from spade_tf.tf_internals import variables_to_constants
+
+    v = tf.Variable([1.0, 2.0])
+    fn = tf.function(lambda x: x * v)
+    frozen = variables_to_constants(fn.get_concrete_function(tf.TensorSpec([2])))
+    ops = {n.op for n in frozen.graph.as_graph_def().node}
+    assert "ReadVariableOp" not in ops and "Const" in ops, ops
+    v.assign([5.0, 5.0])  # the frozen function kept the values it was frozen with
+    assert frozen(tf.constant([1.0, 1.0]))[0].numpy().tolist() == [1.0, 2.0]
