@@ -67,21 +67,16 @@ JOBS = {
 }
 
 
-def _status_gb(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1e6
-    return None
-
-
 def _rss_gb():
-    return _status_gb("VmRSS")
+    from spade_tf.benchmarking import current_rss_gb  # (no TensorFlow import: fine for torch)
+    return current_rss_gb()
 
 
 def _peak_gb():
     # VmHWM, not getrusage's ru_maxrss: that one survives fork and exec, so a worker would
     # report its parent's peak where that was higher
-    return _status_gb("VmHWM")
+    from spade_tf.benchmarking import peak_since_reset_gb
+    return peak_since_reset_gb()
 
 
 def _median_time(fn, repeats, warmup=2):

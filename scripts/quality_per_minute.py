@@ -25,7 +25,8 @@ variants of one recipe whose speed differs, e.g. bfloat16 against float32 (docs/
 precision_quality.md):
 
     .venv/bin/python scripts/quality_per_minute.py --steps 2000 --recipes synthscapes_light \
-        --variant bf16=synthscapes_light:train.precision=mixed_bfloat16 --name precision_quality
+        --variant bf16=synthscapes_light:train.precision=mixed_bfloat16 --name precision_quality \
+        --workdir runs/precision_quality
 
 Re-running with the same --workdir reuses what is done: finished stages are read back, and an
 unfinished run resumes at its next mark (``--minutes 10 30`` after ``--minutes 10`` trains
@@ -167,7 +168,9 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=PRESET:K=V,...",
                    help="also a preset with overrides, under its own name (repeatable)")
     p.add_argument("--segmenter-steps", type=int, default=800, help="built-in segmenter steps")
-    p.add_argument("--workdir", default="runs/quality_per_minute", help="runs and scores go here")
+    p.add_argument("--workdir", default="runs/quality_per_minute",
+                   help="runs and scores go here (relative to the repository, so that the "
+                        "committed report names no path of this machine)")
     p.add_argument("--out-doc", default=str(ROOT / "docs" / "benchmarks"),
                    help="folder for the .md, .json and grids")
     p.add_argument("--name", default="quality_per_minute",

@@ -583,10 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "multiplies it natively (AMX CPUs, GPUs from Ampere on), slower "
                         "elsewhere, and more memory to load for large models (ade20k: 5.4 GB "
                         "against 0.8 GB); checked against fp32 on 16 validation maps and refused "
-                        "below 40 dB PSNR. auto (default): bf16 where this machine has it and "
-                        "the model keeps 40 dB, else fp32 (this machine: "
-                        f"{cpu_bf16().what}). Export with fp32 when the model will be served "
-                        "on a machine without native bf16. The TFLite files are unaffected")
+                        "below 40 dB PSNR. auto (default): bf16 on a CPU with AMX, where it "
+                        "was measured, when the model keeps 40 dB; else fp32 (GPUs and "
+                        "AVX512-BF16 CPUs are not measured: pass bf16 there to choose it; this "
+                        f"machine: {cpu_bf16().what}). Export with fp32 when the model will be "
+                        "served on a machine without native bf16. The TFLite files are unaffected")
     p.add_argument("--json", action="store_true", help="also print the export report")
     p.set_defaults(func=cmd_export)
 

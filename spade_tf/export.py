@@ -73,7 +73,7 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 # (the same bar as dynamic-range int8 in the export issue).
 INT8_MIN_PSNR_DB = 30.0
 # The SavedModel's arithmetic (``--precision``; bf16: spade_tf.precision)
-# auto: bf16 where this machine multiplies it natively (spade_tf.precision.bf16_hardware) and
+# auto: bf16 on a CPU with AMX (where it was measured faster: spade_tf.precision.auto_bf16) when
 # the model's images keep BF16_MIN_PSNR_DB there, else fp32 (docs/performance.md, "Precision")
 SAVED_MODEL_PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -672,7 +672,7 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
         precision: the SavedModel's arithmetic, ``fp32``, ``bf16`` (convs and matmuls in
             bfloat16, the norms' statistics and the image in float32, weights frozen as
             constants; ``spade_tf.precision``) or ``auto`` (what ``spade-tf export`` does: bf16
-            where ``bf16_hardware`` finds it native, else fp32). bf16 is checked against float32
+            on a CPU with AMX, ``precision.auto_bf16``, else fp32). bf16 is checked against float32
             on held-out label maps (the validation split); below ``BF16_MIN_PSNR_DB`` an
             explicit bf16 is refused with the numbers (``ExportError``; nothing is written) and
             auto falls back to fp32 (the report's ``precision_reason`` says why). The TFLite
@@ -717,12 +717,11 @@ def export_generator(checkpoint, out: str | os.PathLike, *, name: str | None = N
     served, precision_report = module, {"precision": "fp32", "precision_requested": requested}
     hardware = None
     if precision == "auto":
-        from spade_tf.precision import bf16_hardware
+        from spade_tf.precision import auto_bf16, bf16_hardware
 
         hardware = bf16_hardware()
-        precision = "bf16" if hardware.native else "fp32"
-        precision_report["precision_reason"] = (
-            f"auto: {hardware.what}" + ("" if hardware.native else ": fp32"))
+        use_bf16, precision_report["precision_reason"] = auto_bf16(hardware)
+        precision = "bf16" if use_bf16 else "fp32"
     if precision == "bf16":
         from spade_tf.precision import BF16_MIN_PSNR_DB, bf16_generator, bf16_hardware
 

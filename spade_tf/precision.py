@@ -71,6 +71,23 @@ def bf16_hardware(flags: set[str] | None = None) -> Bf16Hardware:
     return cpu_bf16(flags)
 
 
+def auto_bf16(hardware: Bf16Hardware | None = None, flags: set[str] | None = None
+              ) -> tuple[bool, str]:
+    """(whether ``spade-tf export --precision auto`` picks bf16 here, why). Only where it was
+    measured faster: a CPU with AMX (docs/performance.md). Not on a GPU, nor on an AVX512-BF16
+    CPU without AMX: bf16 may well be faster there, but nobody has measured it, so an explicit
+    ``--precision bf16`` chooses it."""
+    hardware = hardware or bf16_hardware(flags)
+    flags = cpu_flags() if flags is None else flags
+    if hardware.what.startswith("GPU"):
+        return False, f"auto: {hardware.what}; bf16 is not measured on GPUs yet: fp32"
+    if all(f in flags for f in AMX_FLAGS):
+        return True, f"auto: {hardware.what}"
+    if hardware.native:
+        return False, f"auto: {hardware.what}; bf16 is measured faster only with AMX: fp32"
+    return False, f"auto: {hardware.what}: fp32"
+
+
 @contextlib.contextmanager
 def dtype_policy(name: str):
     """Keras' global dtype policy set to ``name`` inside, restored after."""

@@ -71,10 +71,11 @@ def test_a_light_model_trained_a_few_hundred_steps_exports_full_int8(tmp_path):
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "spade" / "1-export.json").read_text())
-    # the CLI's default precision: bf16 where this CPU multiplies it natively, else fp32
-    from spade_tf.precision import cpu_bf16
+    # the CLI's default precision: bf16 on a CPU with AMX (no GPU here), else fp32
+    from spade_tf.precision import AMX_FLAGS, cpu_flags
     assert report["precision_requested"] == "auto", report
-    assert report["precision"] == ("bf16" if cpu_bf16().native else "fp32"), report
+    amx = all(f in cpu_flags() for f in AMX_FLAGS)
+    assert report["precision"] == ("bf16" if amx else "fp32"), report
     entry = report["tflite"]["int8"]
     assert "refused" not in entry, entry
     assert entry["psnr_db_vs_fp32"] >= 30.0, entry

@@ -52,6 +52,21 @@ def _png(arr, mode=None) -> bytes:
     return buf.getvalue()
 
 
+def test_auto_picks_bf16_only_where_it_was_measured():
+    """``--precision auto``: bf16 on an AMX CPU; fp32 on a GPU and on an AVX512-BF16 CPU
+    (native there, but not measured), and without native bf16."""
+    from spade_tf.precision import Bf16Hardware, auto_bf16, cpu_bf16
+
+    amx, avx = {"amx_bf16", "amx_tile", "avx512_bf16"}, {"avx512_bf16"}
+    assert auto_bf16(cpu_bf16(amx), amx)[0] is True
+    gpu = Bf16Hardware(True, "GPU with compute capability 8.0 (bf16 tensor cores)")
+    use, why = auto_bf16(gpu, amx)
+    assert use is False and "not measured on GPUs" in why
+    use, why = auto_bf16(cpu_bf16(avx), avx)
+    assert use is False and "only with AMX" in why
+    assert auto_bf16(cpu_bf16(set()), set()) == (False, f"auto: {cpu_bf16(set()).what}: fp32")
+
+
 def test_bf16_export_computes_in_bf16_serves_and_reports_its_psnr(bf16_export, tmp_path):
     """The bf16 SavedModel: its report gives the PSNR against float32 on held-out maps (at
     least 40 dB, else it would have been refused); its graph holds bfloat16 ops; its
