@@ -70,7 +70,9 @@ def test_transcription_computes_what_the_official_code_computed(fix_a):
     err = out["err"]
     # every output the fixture has: G (eval and train), its sub-modules, D's 2 x 5 outputs, 4 losses
     assert len(err) == 1 + 5 + 20 + 4 + 1, sorted(err)
-    bad = {k: v for k, v in err.items() if not v < 1e-5}
+    # float32 rounding: torch picks its conv algorithm by load and threads (2e-5 seen under a
+    # busy suite); a wrong layer is off by orders of magnitude more
+    bad = {k: v for k, v in err.items() if not v < 1e-4}
     assert not bad, bad
     for step in out["steps"]:
         assert all(v == v and abs(v) < 1e4 for v in step.values()), step
